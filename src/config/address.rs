@@ -1,0 +1,66 @@
+//! Parsing socket addresses written by people, with a precise hint for the classic unbracketed IPv6 mistake.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+/// Parses `ip:port` (IPv6 in brackets, RFC 3986 / RFC 5952 style) into a [`SocketAddr`].
+///
+/// The error quotes the input and, for an unbracketed IPv6 address followed by a port such as
+/// `fd00::5:8080`, says to write `[fd00::5]:8080`.
+pub fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(suggestion) = bracketed_suggestion(text) {
+        return Err(format!(
+            "{text:?} is not a valid socket address: an IPv6 address with a port must be bracketed; \
+             write {suggestion:?}"
+        ));
+    }
+    if text.parse::<IpAddr>().is_ok() {
+        return Err(format!("{text:?} has no port; write it as IP:PORT (IPv6 as [IP]:PORT)"));
+    }
+    Err(format!(
+        "{text:?} is not a valid socket address; write IP:PORT, e.g. \"127.0.0.1:8080\" or \"[fd00::5]:8080\" \
+         (host names are not accepted)"
+    ))
+}
+
+/// For `fd00::5:8080` returns `[fd00::5]:8080`: the text before the last `:` is an IPv6 address and the rest
+/// a port.
+fn bracketed_suggestion(text: &str) -> Option<String> {
+    let (ip, port) = text.rsplit_once(':')?;
+    let ip: Ipv6Addr = ip.parse().ok()?;
+    let port: u16 = port.parse().ok()?;
+    Some(SocketAddr::from((ip, port)).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_both_families_and_mapped() {
+        for (text, want) in [
+            ("127.0.0.1:9001", "127.0.0.1:9001"),
+            ("[::1]:9002", "[::1]:9002"),
+            ("[fd00::5]:8080", "[fd00::5]:8080"),
+            ("[::ffff:127.0.0.1]:80", "[::ffff:127.0.0.1]:80"),
+        ] {
+            assert_eq!(parse_endpoint(text).map(|a| a.to_string()), Ok(want.to_string()), "{text}");
+        }
+    }
+
+    #[test]
+    fn unbracketed_ipv6_with_port_gets_a_bracketed_suggestion() {
+        let err = parse_endpoint("fd00::5:8080").unwrap_err();
+        assert!(err.contains("\"fd00::5:8080\""), "{err}");
+        assert!(err.contains("write \"[fd00::5]:8080\""), "{err}");
+    }
+
+    #[test]
+    fn host_names_and_missing_ports_are_rejected() {
+        assert!(parse_endpoint("localhost:80").unwrap_err().contains("\"localhost:80\""));
+        assert!(parse_endpoint("10.0.0.1").unwrap_err().contains("no port"));
+        assert!(parse_endpoint("[::1]").is_err());
+    }
+}

@@ -1,0 +1,302 @@
+//! The static YAML (or JSON) configuration file: schema, validation with `FILE:LINE:COLUMN` errors, and
+//! file watching for hot reload.
+
+mod address;
+mod host;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::model::{self, Backend, Model, PathKind, PathRule, Rule, Timeouts};
+
+pub use address::parse_endpoint;
+pub use host::parse_host_rule;
+
+/// The configuration the binary runs when no `--config` is given (`config/example.yaml`).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/example.yaml");
+
+/// One problem in a configuration file, printed as `FILE:LINE:COLUMN: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, as the user named it.
+    pub file: String,
+    /// 1-based line; 0 when unknown.
+    pub line: u64,
+    /// 1-based column; 0 when unknown.
+    pub column: u64,
+    /// What is wrong and, where it helps, how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+/// Every problem found in one file (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Model, ConfigErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: name.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read file: {e}"),
+        }])
+    })?;
+    parse(&name, &text)
+}
+
+/// Parses and validates configuration `text`; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Model, ConfigErrors> {
+    if text.trim().is_empty() {
+        // A half-written or truncated file must not replace a working table with an empty one.
+        return Err(ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            message: "the configuration is empty".to_string(),
+        }]));
+    }
+    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            message: first_line(&e.without_snippet().to_string()),
+        }])
+    })?;
+    Validator { file, errors: Vec::new() }.validate(raw)
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or(s).trim();
+    // serde-saphyr may append " at line L, column C"; the location is already in front.
+    match line.rfind(" at line ") {
+        Some(i) => line[..i].to_string(),
+        None => line.to_string(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    listen: Option<Vec<Spanned<String>>>,
+    admin: Option<Spanned<String>>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    default_backend: Option<Spanned<String>>,
+    #[serde(default)]
+    backends: BTreeMap<String, Spanned<RawBackend>>,
+    timeouts: Option<RawTimeouts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRoute {
+    host: Option<Spanned<String>>,
+    #[serde(default)]
+    paths: Vec<RawPath>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPath {
+    path: Spanned<String>,
+    path_type: Option<Spanned<String>>,
+    backend: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawBackend {
+    #[serde(default)]
+    endpoints: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTimeouts {
+    header_read: Option<Spanned<String>>,
+    idle: Option<Spanned<String>>,
+    connect: Option<Spanned<String>>,
+    response: Option<Spanned<String>>,
+    drain: Option<Spanned<String>>,
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error<T>(&mut self, at: &Spanned<T>, message: String) {
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line: at.referenced.line(),
+            column: at.referenced.column(),
+            message,
+        });
+    }
+
+    fn validate(mut self, raw: RawConfig) -> Result<Model, ConfigErrors> {
+        let listen = match &raw.listen {
+            None => model::default_listen(),
+            Some(list) => list.iter().filter_map(|a| self.listen_addr("listen", a)).collect(),
+        };
+        let admin = raw.admin.as_ref().and_then(|a| self.listen_addr("admin", a));
+
+        let mut backends = BTreeMap::new();
+        for (name, spanned) in &raw.backends {
+            let mut endpoints = Vec::new();
+            for ep in &spanned.value.endpoints {
+                match parse_endpoint(&ep.value) {
+                    Ok(addr) => endpoints.push(addr),
+                    Err(message) => self.error(ep, format!("backend {name:?}: {message}")),
+                }
+            }
+            backends.insert(name.clone(), Backend { endpoints });
+        }
+
+        let mut rules = Vec::new();
+        for route in &raw.routes {
+            let host = match &route.host {
+                None => None,
+                Some(h) => match parse_host_rule(&h.value) {
+                    Ok(m) => Some(m),
+                    Err(message) => {
+                        self.error(h, message);
+                        continue;
+                    }
+                },
+            };
+            let mut paths = Vec::new();
+            for p in &route.paths {
+                if !p.path.value.starts_with('/') {
+                    self.error(&p.path, format!("path {:?} must start with \"/\"", p.path.value));
+                }
+                let kind = match p.path_type.as_ref().map(|t| t.value.as_str()) {
+                    None | Some("Prefix") | Some("ImplementationSpecific") => PathKind::Prefix,
+                    Some("Exact") => PathKind::Exact,
+                    Some(other) => {
+                        if let Some(t) = &p.path_type {
+                            self.error(
+                                t,
+                                format!("pathType {other:?} is not one of Exact, Prefix, ImplementationSpecific"),
+                            );
+                        }
+                        PathKind::Prefix
+                    }
+                };
+                self.check_backend_name(&backends, &p.backend);
+                paths.push(PathRule {
+                    path: p.path.value.clone(),
+                    kind,
+                    backend: p.backend.value.clone(),
+                });
+            }
+            rules.push(Rule { host, paths });
+        }
+        if let Some(d) = &raw.default_backend {
+            self.check_backend_name(&backends, d);
+        }
+
+        let timeouts = self.timeouts(raw.timeouts.unwrap_or_default());
+
+        if self.errors.is_empty() {
+            Ok(Model {
+                listen,
+                admin,
+                rules,
+                default_backend: raw.default_backend.map(|d| d.value),
+                backends,
+                timeouts,
+            })
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+
+    fn listen_addr(&mut self, key: &str, a: &Spanned<String>) -> Option<std::net::SocketAddr> {
+        match parse_endpoint(&a.value) {
+            Ok(addr) => Some(addr),
+            Err(message) => {
+                self.error(a, format!("{key}: {message}"));
+                None
+            }
+        }
+    }
+
+    fn check_backend_name(&mut self, backends: &BTreeMap<String, Backend>, name: &Spanned<String>) {
+        if !backends.contains_key(&name.value) {
+            self.error(name, format!("backend {:?} is not defined under \"backends\"", name.value));
+        }
+    }
+
+    fn timeouts(&mut self, raw: RawTimeouts) -> Timeouts {
+        let d = Timeouts::default();
+        Timeouts {
+            header_read: self.duration("headerRead", raw.header_read, d.header_read),
+            idle: self.duration("idle", raw.idle, d.idle),
+            connect: self.duration("connect", raw.connect, d.connect),
+            response: self.duration("response", raw.response, d.response),
+            drain: self.duration("drain", raw.drain, d.drain),
+        }
+    }
+
+    fn duration(&mut self, key: &str, raw: Option<Spanned<String>>, default: Duration) -> Duration {
+        let Some(raw) = raw else { return default };
+        match humantime::parse_duration(raw.value.trim()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.error(&raw, format!("timeouts.{key} must be greater than zero"));
+                default
+            }
+            Err(e) => {
+                self.error(
+                    &raw,
+                    format!("timeouts.{key}: {:?} is not a duration ({e}); write e.g. \"500ms\", \"30s\" or \"2m\"", raw.value),
+                );
+                default
+            }
+        }
+    }
+}
+
+/// Where the configuration came from: a file on disk or the embedded default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file given with `--config`; watched for changes.
+    File(PathBuf),
+    /// [`EMBEDDED_DEFAULT`].
+    Embedded,
+}
+
+#[cfg(test)]
+mod tests;

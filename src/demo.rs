@@ -1,0 +1,56 @@
+//! A tiny upstream for the embedded default configuration, so that a fresh `dualstack-ingress` answers at
+//! once. It replies with its own address and what the proxy told it about the client.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+
+use crate::listen::{self, BindError};
+use crate::model::{Model, Timeouts};
+use crate::proxy::{ConnInfo, ProxyBody};
+use crate::telemetry::Metrics;
+
+/// Starts a demo upstream on every loopback endpoint of `model`; returns the addresses served.
+pub fn start_for(model: &Model, stop: &CancellationToken) -> Result<Vec<SocketAddr>, BindError> {
+    let mut addrs: Vec<SocketAddr> = model
+        .backends
+        .values()
+        .flat_map(|b| b.endpoints.iter().copied())
+        .filter(|a| a.ip().is_loopback())
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    let builder = Arc::new(listen::http_builder(&Timeouts::default()));
+    let metrics = Arc::new(Metrics::new());
+    for &addr in &addrs {
+        let listener = listen::bind(addr)?;
+        tokio::spawn(listen::serve(listener, builder.clone(), "http", metrics.clone(), reply, stop.clone()));
+    }
+    Ok(addrs)
+}
+
+async fn reply(conn: ConnInfo, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let body = format!(
+        "hello from the demo upstream at {}\nrequest: {} {}\nhost: {}\nx-forwarded-for: {}\nforwarded: {}\n",
+        conn.local,
+        req.method(),
+        req.uri(),
+        header("host"),
+        header("x-forwarded-for"),
+        header("forwarded"),
+    );
+    Ok(Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed()))
+}

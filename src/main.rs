@@ -1,0 +1,112 @@
+//! The `dualstack-ingress` binary: command line, logging, the configuration source, signals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use dualstack_ingress::config;
+use dualstack_ingress::server::Server;
+use dualstack_ingress::telemetry::{self, LogFormat};
+
+/// A dual-stack (IPv4 and IPv6) HTTP reverse proxy and Kubernetes ingress.
+///
+/// Without --config it runs the embedded example configuration (config/example.yaml) together with a
+/// demo upstream, so it answers at once on http://127.0.0.1:8080/ and http://[::1]:8080/.
+#[derive(Debug, Parser)]
+#[command(name = "dualstack-ingress", version)]
+struct Cli {
+    /// Static configuration file (YAML or JSON); watched and reloaded on change and on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the configuration and exit: 0 when valid, 1 with every error as FILE:LINE:COLUMN: message.
+    #[arg(long, requires = "config")]
+    check: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.check {
+        return check(cli.config.as_deref().unwrap_or(std::path::Path::new("")));
+    }
+    telemetry::init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dualstack-ingress: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("dualstack-ingress: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(_) => {
+            println!("{}: configuration is valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let demo_stop = CancellationToken::new();
+    let model = match &cli.config {
+        Some(path) => config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?,
+        None => {
+            let model = config::parse("config/example.yaml (embedded)", config::EMBEDDED_DEFAULT)
+                .map_err(|e| anyhow::anyhow!("invalid embedded configuration:\n{e}"))?;
+            let demo = dualstack_ingress::demo::start_for(&model, &demo_stop).context("starting the demo upstream")?;
+            tracing::info!(?demo, "no --config given: running the embedded example with its demo upstreams");
+            model
+        }
+    };
+    let server = Server::start(model).await?;
+    let reloader = server.reloader();
+    let _watch = match &cli.config {
+        Some(path) => Some(
+            reloader
+                .clone()
+                .watch_file(path.clone())
+                .with_context(|| format!("watching {}", path.display()))?,
+        ),
+        None => None,
+    };
+
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match &cli.config {
+                Some(path) => { let _ = reloader.reload_file(path); }
+                None => tracing::info!("SIGHUP: the embedded configuration does not change"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    server.shutdown().await;
+    demo_stop.cancel();
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! The hyper service: route, rewrite headers, forward, stream the answer back, and turn every failure into
+//! a short 4xx/5xx.
+
+mod error;
+pub mod forwarded;
+pub mod hop;
+mod upgrade;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::routing::{self, Table};
+use crate::telemetry::{AddrFamily, Metrics};
+use crate::upstream::{ForwardError, ReclaimableBody, Upstreams};
+
+pub use error::text as error_response;
+
+/// Errors carried in streamed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of every response the proxy sends.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// State shared by every connection: the current table, the upstream pools, metrics.
+pub struct Shared {
+    /// The routing table in force; requests load it once and keep it to the end.
+    pub table: ArcSwap<Table>,
+    /// Upstream connection pools.
+    pub upstreams: Upstreams,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Spliced upgraded connections, so the drain can wait for them.
+    pub upgraded: TaskTracker,
+    /// Fires when the drain period is over: upgraded connections close.
+    pub drain_over: CancellationToken,
+}
+
+/// What is known about one client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client address, canonical (an IPv4-mapped IPv6 peer is shown as IPv4).
+    pub peer: SocketAddr,
+    /// The local address of the listener socket.
+    pub local: SocketAddr,
+    /// `http` or `https`.
+    pub proto: &'static str,
+}
+
+/// Canonical form of a peer address: `::ffff:a.b.c.d` becomes `a.b.c.d`.
+pub fn canonical_peer(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+/// Serves one request.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let host = request_host(&req).map(str::to_string);
+    let (resp, endpoint) = route_and_forward(&shared, conn, req, host.as_deref()).await;
+    let status = resp.status();
+    shared.metrics.request(AddrFamily::of(&conn.local), status);
+    tracing::info!(
+        target: "access",
+        client = %conn.peer.ip(),
+        method = %method,
+        host = host.as_deref().unwrap_or("-"),
+        path = %path,
+        status = status.as_u16(),
+        upstream = %endpoint.map_or_else(|| "-".to_string(), |e| e.to_string()),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+    );
+    Ok(resp)
+}
+
+/// The host the client asked for: the absolute-form or HTTP/2 authority, else the `Host` header
+/// (RFC 9112 section 3.2.2).
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req.headers().get(header::HOST).and_then(|v| v.to_str().ok()),
+    }
+}
+
+async fn route_and_forward(
+    shared: &Shared,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+    host: Option<&str>,
+) -> (Response<ProxyBody>, Option<SocketAddr>) {
+    if req.method() == Method::CONNECT {
+        let mut resp = error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+        return (resp, None);
+    }
+    if host.is_none() && req.version() == Version::HTTP_11 {
+        return (error_response(StatusCode::BAD_REQUEST, "missing Host header"), None);
+    }
+    let table = shared.table.load_full();
+    let mut scratch = String::new();
+    let request_host = host.map_or(routing::RequestHost::Missing, |h| routing::host::parse(h, &mut scratch));
+    let Some(backend) = table.lookup(&request_host, req.uri().path()) else {
+        return (error_response(StatusCode::NOT_FOUND, "no route for this host and path"), None);
+    };
+
+    let upgrade = hop::strip(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    forwarded::apply(
+        &mut headers,
+        &forwarded::ClientSide {
+            client: conn.peer.ip(),
+            proto: conn.proto,
+            host,
+            listener_port: conn.local.port(),
+        },
+    );
+    if let Some(up) = upgrade.clone() {
+        hop::restore_upgrade(&mut headers, up);
+    }
+    let head = crate::upstream::RequestHead {
+        method: parts.method,
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        headers,
+        version: Version::HTTP_11,
+    };
+    let (body, reclaim) = ReclaimableBody::new(body.map_err(BoxError::from));
+    let result = shared
+        .upstreams
+        .forward(head, body, reclaim, backend, table.timeouts.response, &shared.metrics)
+        .await;
+    match result {
+        Ok((mut resp, endpoint)) => {
+            let upstream_upgrade = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let offered = hop::strip(resp.headers_mut());
+                match (client_upgrade, offered) {
+                    (Some(client), Some(protocol)) => {
+                        hop::restore_upgrade(resp.headers_mut(), protocol);
+                        let upstream = hyper::upgrade::on(&mut resp);
+                        upgrade::splice(client, upstream, &shared.upgraded, shared.drain_over.clone());
+                        true
+                    }
+                    _ => false,
+                }
+            } else {
+                hop::strip(resp.headers_mut());
+                true
+            };
+            if !upstream_upgrade {
+                tracing::warn!(%endpoint, "upstream answered 101 to a request that asked for no upgrade");
+                return (
+                    error_response(StatusCode::BAD_GATEWAY, "upstream switched protocols unexpectedly"),
+                    Some(endpoint),
+                );
+            }
+            (resp.map(|b| b.map_err(BoxError::from).boxed()), Some(endpoint))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "request failed");
+            let (status, detail) = match &e {
+                ForwardError::NoEndpoints { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no upstream endpoints"),
+                ForwardError::Connect { .. } => (StatusCode::BAD_GATEWAY, "could not connect to an upstream"),
+                ForwardError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
+                ForwardError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream connection failed"),
+            };
+            let endpoint = match &e {
+                ForwardError::Connect { endpoint, .. }
+                | ForwardError::Timeout { endpoint, .. }
+                | ForwardError::Upstream { endpoint, .. } => Some(*endpoint),
+                ForwardError::NoEndpoints { .. } => None,
+            };
+            (error_response(status, detail), endpoint)
+        }
+    }
+}

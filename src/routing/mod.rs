@@ -1,0 +1,83 @@
+//! The compiled routing table: built from a [`Model`] off the request path, then looked up per request
+//! without locks or allocation.
+//!
+//! Host lookup is one hash probe for exact hosts and one for wildcards (the host minus its first label);
+//! path lookup walks a segment trie, so its cost grows with the number of path segments only.
+
+pub mod host;
+mod path;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::model::{HostMatch, Model, Timeouts};
+use crate::upstream::EndpointSet;
+
+pub use host::RequestHost;
+pub use path::PathTable;
+
+/// An immutable routing table; swapped whole when the configuration changes.
+#[derive(Debug, Default)]
+pub struct Table {
+    exact: HashMap<Box<str>, PathTable>,
+    wildcard: HashMap<Box<str>, PathTable>,
+    any_host: Option<PathTable>,
+    default_backend: Option<Arc<EndpointSet>>,
+    /// Timeouts that apply to requests served by this table.
+    pub timeouts: Timeouts,
+}
+
+impl Table {
+    /// Compiles `model`. Paths naming a backend the model does not define are skipped (validation reports
+    /// them before a model gets here).
+    pub fn compile(model: &Model) -> Table {
+        let backends: HashMap<&str, Arc<EndpointSet>> = model
+            .backends
+            .iter()
+            .map(|(name, b)| (name.as_str(), Arc::new(EndpointSet::new(name, b.endpoints.clone()))))
+            .collect();
+        let mut table = Table {
+            timeouts: model.timeouts,
+            default_backend: model.default_backend.as_deref().and_then(|n| backends.get(n).cloned()),
+            ..Table::default()
+        };
+        for rule in &model.rules {
+            let paths = match &rule.host {
+                None => table.any_host.get_or_insert_with(PathTable::default),
+                Some(HostMatch::Exact(h)) => table.exact.entry(h.as_str().into()).or_default(),
+                Some(HostMatch::Wildcard(s)) => table.wildcard.entry(s.as_str().into()).or_default(),
+            };
+            for p in &rule.paths {
+                if let Some(backend) = backends.get(p.backend.as_str()) {
+                    paths.insert(&p.path, p.kind, backend.clone());
+                }
+            }
+        }
+        table
+    }
+
+    /// Finds the backend for a request. The host picks one set of paths (exact host, else wildcard, else the
+    /// rules without a host); when none of its paths match, the default backend answers.
+    pub fn lookup(&self, host: &RequestHost<'_>, path: &str) -> Option<&Arc<EndpointSet>> {
+        self.paths_for(host)
+            .and_then(|paths| paths.lookup(path))
+            .or(self.default_backend.as_ref())
+    }
+
+    fn paths_for(&self, host: &RequestHost<'_>) -> Option<&PathTable> {
+        if let RequestHost::Name(name) = host {
+            if let Some(paths) = self.exact.get(*name) {
+                return Some(paths);
+            }
+            if let Some((_, parent)) = name.split_once('.') {
+                if let Some(paths) = self.wildcard.get(parent) {
+                    return Some(paths);
+                }
+            }
+        }
+        self.any_host.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests;

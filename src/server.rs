@@ -1,0 +1,190 @@
+//! Running the proxy: bind every listener, install tables, reload, and drain on shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, Health};
+use crate::config::{self, ConfigErrors};
+use crate::listen::{self, BindError};
+use crate::model::Model;
+use crate::proxy::{self, Shared};
+use crate::routing::Table;
+use crate::telemetry::Metrics;
+use crate::upstream::Upstreams;
+
+/// A running proxy.
+pub struct Server {
+    shared: Arc<Shared>,
+    health: Arc<Health>,
+    running: Model,
+    data_addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    stop_data: CancellationToken,
+    stop_admin: CancellationToken,
+    data_loops: JoinSet<()>,
+    admin_loops: JoinSet<()>,
+}
+
+impl Server {
+    /// Binds the data and admin listeners of `model`, installs its table and starts serving.
+    pub async fn start(model: Model) -> Result<Server, BindError> {
+        let metrics = Arc::new(Metrics::new());
+        let shared = Arc::new(Shared {
+            table: ArcSwap::from_pointee(Table::compile(&model)),
+            upstreams: Upstreams::new(&model.timeouts),
+            metrics: metrics.clone(),
+            upgraded: TaskTracker::new(),
+            drain_over: CancellationToken::new(),
+        });
+        let health = Arc::new(Health::default());
+        let builder = Arc::new(listen::http_builder(&model.timeouts));
+        let data = listen::bind_all(&model.listen)?;
+        let admin = match model.admin {
+            Some(addr) => listen::bind_all(&[addr])?,
+            None => Vec::new(),
+        };
+        let stop_data = CancellationToken::new();
+        let stop_admin = CancellationToken::new();
+        let mut data_addrs = Vec::new();
+        let mut data_loops = JoinSet::new();
+        for l in data {
+            data_addrs.extend(l.local_addr().ok());
+            let s = shared.clone();
+            let handler = move |conn, req| proxy::handle(s.clone(), conn, req);
+            data_loops.spawn(listen::serve(l, builder.clone(), "http", metrics.clone(), handler, stop_data.clone()));
+        }
+        let mut admin_addr = None;
+        let mut admin_loops = JoinSet::new();
+        for l in admin {
+            admin_addr = l.local_addr().ok();
+            let (h, m) = (health.clone(), metrics.clone());
+            let handler = move |conn, req| admin::handle(h.clone(), m.clone(), conn, req);
+            admin_loops.spawn(listen::serve(l, builder.clone(), "http", metrics.clone(), handler, stop_admin.clone()));
+        }
+        health.set_ready();
+        for addr in &data_addrs {
+            tracing::info!(%addr, "listening");
+        }
+        if let Some(addr) = admin_addr {
+            tracing::info!(%addr, "admin listening");
+        }
+        Ok(Server {
+            shared,
+            health,
+            running: model,
+            data_addrs,
+            admin_addr,
+            stop_data,
+            stop_admin,
+            data_loops,
+            admin_loops,
+        })
+    }
+
+    /// The bound data-plane addresses (with real ports when the configuration asked for port 0).
+    pub fn data_addrs(&self) -> &[SocketAddr] {
+        &self.data_addrs
+    }
+
+    /// The bound admin address, if any.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The metrics this server counts into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// A handle that compiles and installs new models while the server runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            shared: self.shared.clone(),
+            started_with: self.running.clone(),
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests (and upgraded connections) finish for at most the
+    /// configured drain time, then closes what is left. `/readyz` fails from the start of the drain.
+    pub async fn shutdown(mut self) {
+        let drain = self.shared.table.load().timeouts.drain;
+        self.health.set_draining();
+        self.stop_data.cancel();
+        self.shared.upgraded.close();
+        let data_loops = &mut self.data_loops;
+        let upgraded = self.shared.upgraded.clone();
+        let finished = tokio::time::timeout(drain, async move {
+            while data_loops.join_next().await.is_some() {}
+            upgraded.wait().await;
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(?drain, "drain time over; closing remaining connections");
+        }
+        self.shared.drain_over.cancel();
+        self.data_loops.abort_all();
+        self.stop_admin.cancel();
+        self.admin_loops.abort_all();
+        tracing::info!("stopped");
+    }
+}
+
+/// Installs new models into a running server.
+#[derive(Clone)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+    started_with: Model,
+}
+
+impl Reloader {
+    /// Compiles `model` and swaps it in whole; requests in flight keep the table they started with.
+    pub fn install(&self, model: &Model) {
+        if model.listen != self.started_with.listen || model.admin != self.started_with.admin {
+            tracing::warn!("listen and admin addresses changed; they take effect after a restart");
+        }
+        self.shared.table.store(Arc::new(Table::compile(model)));
+    }
+
+    /// Reads, validates and installs the file at `path`. A broken file is logged and counted, and the
+    /// last good table keeps serving.
+    pub fn reload_file(&self, path: &Path) -> Result<(), ConfigErrors> {
+        match config::load(path) {
+            Ok(model) => {
+                self.install(&model);
+                self.shared.metrics.reload(true);
+                tracing::info!(file = %path.display(), "configuration reloaded");
+                Ok(())
+            }
+            Err(errors) => {
+                self.shared.metrics.reload(false);
+                for e in &errors.0 {
+                    tracing::error!("{e}");
+                }
+                tracing::error!(file = %path.display(), "reload failed; keeping the last good configuration");
+                Err(errors)
+            }
+        }
+    }
+
+    /// Reloads `path` whenever it changes on disk, until the returned task is dropped or aborted.
+    /// Rapid successive changes are coalesced into one reload.
+    pub fn watch_file(self, path: PathBuf) -> notify::Result<tokio::task::JoinHandle<()>> {
+        let (watcher, mut changed) = config::watch::watch(&path)?;
+        Ok(tokio::spawn(async move {
+            let _watcher = watcher;
+            while changed.recv().await.is_some() {
+                // Let a burst of events (write, chmod, rename) settle, then read the newest file once.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                while changed.try_recv().is_ok() {}
+                let _ = self.reload_file(&path);
+            }
+        }))
+    }
+}

@@ -1,0 +1,61 @@
+//! Round-robin load balancing across all endpoints of a backend, whatever their address family.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The endpoints of one backend with a round-robin cursor.
+#[derive(Debug)]
+pub struct EndpointSet {
+    name: String,
+    endpoints: Vec<SocketAddr>,
+    next: AtomicUsize,
+}
+
+impl EndpointSet {
+    /// A set named `name` (used in logs) over `endpoints`.
+    pub fn new(name: &str, endpoints: Vec<SocketAddr>) -> Self {
+        EndpointSet {
+            name: name.to_string(),
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The backend name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// All endpoints, in configuration order.
+    pub fn endpoints(&self) -> &[SocketAddr] {
+        &self.endpoints
+    }
+
+    /// Every endpoint once, starting at the next one in round-robin order: the first is the choice for
+    /// this request, the rest are the fallbacks on connect failure.
+    pub fn attempt_order(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let n = self.endpoints.len();
+        let start = if n == 0 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) % n };
+        (0..n).map(move |i| self.endpoints[(start + i) % n])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successive_requests_rotate_over_both_families() {
+        let eps: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().unwrap(), "[::1]:2".parse().unwrap()];
+        let set = EndpointSet::new("b", eps.clone());
+        let firsts: Vec<_> = (0..4).map(|_| set.attempt_order().next().unwrap()).collect();
+        assert_eq!(firsts, vec![eps[0], eps[1], eps[0], eps[1]]);
+        let order: Vec<_> = set.attempt_order().collect();
+        assert_eq!(order.len(), 2);
+    }
+
+    #[test]
+    fn empty_set_yields_nothing() {
+        assert_eq!(EndpointSet::new("b", vec![]).attempt_order().count(), 0);
+    }
+}

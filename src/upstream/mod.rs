@@ -1,0 +1,10 @@
+//! Upstream endpoints: load balancing over endpoint sets, the keep-alive connection pool, and forwarding
+//! one request with connect-failure retry.
+
+mod balance;
+mod forward;
+mod reclaim;
+
+pub use balance::EndpointSet;
+pub use forward::{ForwardError, RequestHead, Upstreams};
+pub use reclaim::ReclaimableBody;
