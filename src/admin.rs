@@ -46,16 +46,34 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     Ok(match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n", "text/plain; charset=utf-8"),
-        "/readyz" if health.is_ready() => text(StatusCode::OK, "ready\n", "text/plain; charset=utf-8"),
+        "/readyz" if health.is_ready() => {
+            text(StatusCode::OK, "ready\n", "text/plain; charset=utf-8")
+        }
         "/readyz" => error_response(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
-        "/metrics" => text(StatusCode::OK, metrics.encode(), "text/plain; version=0.0.4; charset=utf-8"),
-        _ => error_response(StatusCode::NOT_FOUND, "admin endpoints are /healthz, /readyz and /metrics"),
+        "/metrics" => text(
+            StatusCode::OK,
+            metrics.encode(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            "admin endpoints are /healthz, /readyz and /metrics",
+        ),
     })
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response<ProxyBody> {
-    let mut resp = Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed());
+fn text(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }

@@ -30,7 +30,14 @@ pub fn start_for(model: &Model, stop: &CancellationToken) -> Result<Vec<SocketAd
     let metrics = Arc::new(Metrics::new());
     for &addr in &addrs {
         let listener = listen::bind(addr)?;
-        tokio::spawn(listen::serve(listener, builder.clone(), "http", metrics.clone(), reply, stop.clone()));
+        tokio::spawn(listen::serve(
+            listener,
+            builder.clone(),
+            "http",
+            metrics.clone(),
+            reply,
+            stop.clone(),
+        ));
     }
     Ok(addrs)
 }
@@ -52,5 +59,9 @@ async fn reply(conn: ConnInfo, req: Request<Incoming>) -> Result<Response<ProxyB
         header("x-forwarded-for"),
         header("forwarded"),
     );
-    Ok(Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed()))
+    Ok(Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    ))
 }

@@ -71,12 +71,18 @@ fn check(path: &std::path::Path) -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let demo_stop = CancellationToken::new();
     let model = match &cli.config {
-        Some(path) => config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?,
+        Some(path) => {
+            config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?
+        }
         None => {
             let model = config::parse("config/example.yaml (embedded)", config::EMBEDDED_DEFAULT)
                 .map_err(|e| anyhow::anyhow!("invalid embedded configuration:\n{e}"))?;
-            let demo = dualstack_ingress::demo::start_for(&model, &demo_stop).context("starting the demo upstream")?;
-            tracing::info!(?demo, "no --config given: running the embedded example with its demo upstreams");
+            let demo = dualstack_ingress::demo::start_for(&model, &demo_stop)
+                .context("starting the demo upstream")?;
+            tracing::info!(
+                ?demo,
+                "no --config given: running the embedded example with its demo upstreams"
+            );
             model
         }
     };

@@ -58,7 +58,14 @@ impl Server {
             data_addrs.extend(l.local_addr().ok());
             let s = shared.clone();
             let handler = move |conn, req| proxy::handle(s.clone(), conn, req);
-            data_loops.spawn(listen::serve(l, builder.clone(), "http", metrics.clone(), handler, stop_data.clone()));
+            data_loops.spawn(listen::serve(
+                l,
+                builder.clone(),
+                "http",
+                metrics.clone(),
+                handler,
+                stop_data.clone(),
+            ));
         }
         let mut admin_addr = None;
         let mut admin_loops = JoinSet::new();
@@ -66,7 +73,14 @@ impl Server {
             admin_addr = l.local_addr().ok();
             let (h, m) = (health.clone(), metrics.clone());
             let handler = move |conn, req| admin::handle(h.clone(), m.clone(), conn, req);
-            admin_loops.spawn(listen::serve(l, builder.clone(), "http", metrics.clone(), handler, stop_admin.clone()));
+            admin_loops.spawn(listen::serve(
+                l,
+                builder.clone(),
+                "http",
+                metrics.clone(),
+                handler,
+                stop_admin.clone(),
+            ));
         }
         health.set_ready();
         for addr in &data_addrs {

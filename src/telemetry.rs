@@ -21,7 +21,9 @@ pub enum LogFormat {
 /// Installs the global tracing subscriber; `RUST_LOG` filters (default `info`).
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -114,16 +116,43 @@ impl Metrics {
             "Open client connections, by listener address family",
             active.clone(),
         );
-        registry.register("config_reloads", "Configuration reloads, by result", reloads.clone());
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by result",
+            reloads.clone(),
+        );
         let fams = [AddrFamily::Ipv4, AddrFamily::Ipv6];
-        let reloads_ok = reloads.get_or_create(&ResultLabels { result: "ok" }).clone();
-        let reloads_failed = reloads.get_or_create(&ResultLabels { result: "failed" }).clone();
+        let reloads_ok = reloads
+            .get_or_create(&ResultLabels { result: "ok" })
+            .clone();
+        let reloads_failed = reloads
+            .get_or_create(&ResultLabels { result: "failed" })
+            .clone();
         Metrics {
             requests: fams.map(|family| {
-                CLASSES.map(|code| requests.get_or_create(&RequestLabels { code, family: family.label() }).clone())
+                CLASSES.map(|code| {
+                    requests
+                        .get_or_create(&RequestLabels {
+                            code,
+                            family: family.label(),
+                        })
+                        .clone()
+                })
             }),
-            connect_errors: fams.map(|family| connect_errors.get_or_create(&FamilyLabels { family: family.label() }).clone()),
-            active_connections: fams.map(|family| active.get_or_create(&FamilyLabels { family: family.label() }).clone()),
+            connect_errors: fams.map(|family| {
+                connect_errors
+                    .get_or_create(&FamilyLabels {
+                        family: family.label(),
+                    })
+                    .clone()
+            }),
+            active_connections: fams.map(|family| {
+                active
+                    .get_or_create(&FamilyLabels {
+                        family: family.label(),
+                    })
+                    .clone()
+            }),
             reloads_ok,
             reloads_failed,
             registry,
@@ -150,7 +179,12 @@ impl Metrics {
 
     /// Counts a reload by its result.
     pub fn reload(&self, ok: bool) {
-        if ok { &self.reloads_ok } else { &self.reloads_failed }.inc();
+        if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        }
+        .inc();
     }
 
     /// Number of reloads so far: (ok, failed).

@@ -17,7 +17,9 @@ pub fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
         ));
     }
     if text.parse::<IpAddr>().is_ok() {
-        return Err(format!("{text:?} has no port; write it as IP:PORT (IPv6 as [IP]:PORT)"));
+        return Err(format!(
+            "{text:?} has no port; write it as IP:PORT (IPv6 as [IP]:PORT)"
+        ));
     }
     Err(format!(
         "{text:?} is not a valid socket address; write IP:PORT, e.g. \"127.0.0.1:8080\" or \"[fd00::5]:8080\" \
@@ -46,7 +48,11 @@ mod tests {
             ("[fd00::5]:8080", "[fd00::5]:8080"),
             ("[::ffff:127.0.0.1]:80", "[::ffff:127.0.0.1]:80"),
         ] {
-            assert_eq!(parse_endpoint(text).map(|a| a.to_string()), Ok(want.to_string()), "{text}");
+            assert_eq!(
+                parse_endpoint(text).map(|a| a.to_string()),
+                Ok(want.to_string()),
+                "{text}"
+            );
         }
     }
 
@@ -59,7 +65,9 @@ mod tests {
 
     #[test]
     fn host_names_and_missing_ports_are_rejected() {
-        assert!(parse_endpoint("localhost:80").unwrap_err().contains("\"localhost:80\""));
+        assert!(parse_endpoint("localhost:80")
+            .unwrap_err()
+            .contains("\"localhost:80\""));
         assert!(parse_endpoint("10.0.0.1").unwrap_err().contains("no port"));
         assert!(parse_endpoint("[::1]").is_err());
     }

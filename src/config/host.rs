@@ -16,7 +16,9 @@ pub fn parse_host_rule(text: &str) -> Result<HostMatch, String> {
         ));
     }
     if folded == "*" {
-        return Err(format!("host {text:?}: a bare \"*\" is not allowed; omit host to match any host"));
+        return Err(format!(
+            "host {text:?}: a bare \"*\" is not allowed; omit host to match any host"
+        ));
     }
     let (wildcard, name) = match folded.strip_prefix("*.") {
         Some(rest) => (true, rest),
@@ -60,18 +62,39 @@ mod tests {
     #[test]
     fn host_rules_table() {
         let ok = [
-            ("app.example.com", HostMatch::Exact("app.example.com".into())),
-            ("APP.Example.com", HostMatch::Exact("app.example.com".into())),
-            ("app.example.com.", HostMatch::Exact("app.example.com".into())),
+            (
+                "app.example.com",
+                HostMatch::Exact("app.example.com".into()),
+            ),
+            (
+                "APP.Example.com",
+                HostMatch::Exact("app.example.com".into()),
+            ),
+            (
+                "app.example.com.",
+                HostMatch::Exact("app.example.com".into()),
+            ),
             ("*.example.com", HostMatch::Wildcard("example.com".into())),
             ("localhost", HostMatch::Exact("localhost".into())),
         ];
         for (text, want) in ok {
             assert_eq!(parse_host_rule(text), Ok(want), "{text}");
         }
-        for bad in ["*", "10.0.0.1", "::1", "[::1]", "a.*.com", "*a.com", "exa mple.com", "-a.com", ""] {
+        for bad in [
+            "*",
+            "10.0.0.1",
+            "::1",
+            "[::1]",
+            "a.*.com",
+            "*a.com",
+            "exa mple.com",
+            "-a.com",
+            "",
+        ] {
             assert!(parse_host_rule(bad).is_err(), "{bad} should be rejected");
         }
-        assert!(parse_host_rule("10.0.0.1").unwrap_err().contains("IP address"));
+        assert!(parse_host_rule("10.0.0.1")
+            .unwrap_err()
+            .contains("IP address"));
     }
 }

@@ -36,7 +36,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -92,7 +96,11 @@ pub fn parse(file: &str, text: &str) -> Result<Model, ConfigErrors> {
             message: first_line(&e.without_snippet().to_string()),
         }])
     })?;
-    Validator { file, errors: Vec::new() }.validate(raw)
+    Validator {
+        file,
+        errors: Vec::new(),
+    }
+    .validate(raw)
 }
 
 fn first_line(s: &str) -> String {
@@ -168,9 +176,15 @@ impl Validator<'_> {
     fn validate(mut self, raw: RawConfig) -> Result<Model, ConfigErrors> {
         let listen = match &raw.listen {
             None => model::default_listen(),
-            Some(list) => list.iter().filter_map(|a| self.listen_addr("listen", a)).collect(),
+            Some(list) => list
+                .iter()
+                .filter_map(|a| self.listen_addr("listen", a))
+                .collect(),
         };
-        let admin = raw.admin.as_ref().and_then(|a| self.listen_addr("admin", a));
+        let admin = raw
+            .admin
+            .as_ref()
+            .and_then(|a| self.listen_addr("admin", a));
 
         let mut backends = BTreeMap::new();
         for (name, spanned) in &raw.backends {
@@ -199,7 +213,10 @@ impl Validator<'_> {
             let mut paths = Vec::new();
             for p in &route.paths {
                 if !p.path.value.starts_with('/') {
-                    self.error(&p.path, format!("path {:?} must start with \"/\"", p.path.value));
+                    self.error(
+                        &p.path,
+                        format!("path {:?} must start with \"/\"", p.path.value),
+                    );
                 }
                 let kind = match p.path_type.as_ref().map(|t| t.value.as_str()) {
                     None | Some("Prefix") | Some("ImplementationSpecific") => PathKind::Prefix,
@@ -255,7 +272,10 @@ impl Validator<'_> {
 
     fn check_backend_name(&mut self, backends: &BTreeMap<String, Backend>, name: &Spanned<String>) {
         if !backends.contains_key(&name.value) {
-            self.error(name, format!("backend {:?} is not defined under \"backends\"", name.value));
+            self.error(
+                name,
+                format!("backend {:?} is not defined under \"backends\"", name.value),
+            );
         }
     }
 

@@ -26,7 +26,8 @@ pub struct BindError {
 /// bound and each family arrives on its own socket.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     let wrap = |source| BindError { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(wrap)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(wrap)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true).map_err(wrap)?;
     }
@@ -86,7 +87,9 @@ mod tests {
         let v6_any = bind(SocketAddr::from(([0u16; 8], 0))).unwrap();
         let any_port = v6_any.local_addr().unwrap().port();
         assert!(tokio::net::TcpStream::connect(("::1", port)).await.is_ok());
-        assert!(tokio::net::TcpStream::connect(("127.0.0.1", any_port)).await.is_err());
+        assert!(tokio::net::TcpStream::connect(("127.0.0.1", any_port))
+            .await
+            .is_err());
     }
 
     #[tokio::test]

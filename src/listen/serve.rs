@@ -92,7 +92,11 @@ pub async fn serve<H: ConnHandler>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo { peer: canonical_peer(peer), local, proto };
+        let conn = ConnInfo {
+            peer: canonical_peer(peer),
+            local,
+            proto,
+        };
         let handler = handler.clone();
         let service = service_fn(move |req| handler.call(conn, req));
         let connection = builder

@@ -10,9 +10,15 @@ use super::ProxyBody;
 pub fn text(status: StatusCode, detail: &str) -> Response<ProxyBody> {
     let reason = status.canonical_reason().unwrap_or("");
     let body = format!("{} {reason}: {detail}\n", status.as_u16());
-    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }

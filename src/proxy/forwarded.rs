@@ -51,7 +51,10 @@ pub fn apply(headers: &mut HeaderMap, side: &ClientSide<'_>) {
     }
     set(headers, &http::header::FORWARDED, &fwd);
 
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(side.proto));
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(side.proto),
+    );
     match side.host.map(HeaderValue::from_str) {
         Some(Ok(v)) => {
             headers.insert(X_FORWARDED_HOST.clone(), v);
@@ -60,7 +63,10 @@ pub fn apply(headers: &mut HeaderMap, side: &ClientSide<'_>) {
             headers.remove(&X_FORWARDED_HOST);
         }
     }
-    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(side.listener_port));
+    headers.insert(
+        X_FORWARDED_PORT.clone(),
+        HeaderValue::from(side.listener_port),
+    );
 }
 
 /// All values of `name` joined with `, ` (the list form of RFC 9110 section 5.3).
@@ -104,14 +110,23 @@ fn push_token_or_quoted(out: &mut String, value: &str) {
 mod tests {
     use super::*;
 
-    fn run(client: &str, host: Option<&str>, existing: &[(&'static str, &'static str)]) -> HeaderMap {
+    fn run(
+        client: &str,
+        host: Option<&str>,
+        existing: &[(&'static str, &'static str)],
+    ) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in existing {
             h.append(*k, HeaderValue::from_static(v));
         }
         apply(
             &mut h,
-            &ClientSide { client: client.parse().unwrap(), proto: "http", host, listener_port: 8080 },
+            &ClientSide {
+                client: client.parse().unwrap(),
+                proto: "http",
+                host,
+                listener_port: 8080,
+            },
         );
         h
     }
@@ -120,7 +135,10 @@ mod tests {
     fn ipv6_client_is_bare_in_xff_and_quoted_bracketed_in_forwarded() {
         let h = run("2001:db8::1", Some("[::1]:8080"), &[]);
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
-        assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=http;host=\"[::1]:8080\"");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[2001:db8::1]\";proto=http;host=\"[::1]:8080\""
+        );
         assert_eq!(h["x-forwarded-host"], "[::1]:8080");
         assert_eq!(h["x-forwarded-port"], "8080");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -131,9 +149,15 @@ mod tests {
         let h = run(
             "192.0.2.7",
             Some("app.example.com"),
-            &[("x-forwarded-for", "203.0.113.1"), ("forwarded", "for=203.0.113.1")],
+            &[
+                ("x-forwarded-for", "203.0.113.1"),
+                ("forwarded", "for=203.0.113.1"),
+            ],
         );
         assert_eq!(h["x-forwarded-for"], "203.0.113.1, 192.0.2.7");
-        assert_eq!(h["forwarded"], "for=203.0.113.1, for=192.0.2.7;proto=http;host=app.example.com");
+        assert_eq!(
+            h["forwarded"],
+            "for=203.0.113.1, for=192.0.2.7;proto=http;host=app.example.com"
+        );
     }
 }

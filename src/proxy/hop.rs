@@ -30,7 +30,11 @@ pub fn strip(headers: &mut HeaderMap) -> Option<HeaderValue> {
             HeaderName::from_bytes(token.as_bytes()).ok()
         })
         .collect();
-    let upgrade = if upgrade_requested { headers.get(header::UPGRADE).cloned() } else { None };
+    let upgrade = if upgrade_requested {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
@@ -63,7 +67,11 @@ mod tests {
         ] {
             h.append(k, HeaderValue::from_static(v));
         }
-        assert_eq!(strip(&mut h), None, "no upgrade without Connection: upgrade");
+        assert_eq!(
+            strip(&mut h),
+            None,
+            "no upgrade without Connection: upgrade"
+        );
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-kept"]);
     }

@@ -98,7 +98,10 @@ pub async fn handle(
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
     match req.uri().authority() {
         Some(a) => Some(a.as_str()),
-        None => req.headers().get(header::HOST).and_then(|v| v.to_str().ok()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok()),
     }
 }
 
@@ -110,18 +113,28 @@ async fn route_and_forward(
 ) -> (Response<ProxyBody>, Option<SocketAddr>) {
     if req.method() == Method::CONNECT {
         let mut resp = error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+        resp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
         return (resp, None);
     }
     if host.is_none() && req.version() == Version::HTTP_11 {
-        return (error_response(StatusCode::BAD_REQUEST, "missing Host header"), None);
+        return (
+            error_response(StatusCode::BAD_REQUEST, "missing Host header"),
+            None,
+        );
     }
     let table = shared.table.load_full();
     let mut scratch = String::new();
-    let request_host = host.map_or(routing::RequestHost::Missing, |h| routing::host::parse(h, &mut scratch));
+    let request_host = host.map_or(routing::RequestHost::Missing, |h| {
+        routing::host::parse(h, &mut scratch)
+    });
     let Some(backend) = table.lookup(&request_host, req.uri().path()) else {
-        return (error_response(StatusCode::NOT_FOUND, "no route for this host and path"), None);
+        return (
+            error_response(StatusCode::NOT_FOUND, "no route for this host and path"),
+            None,
+        );
     };
 
     let upgrade = hop::strip(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
@@ -158,7 +171,14 @@ async fn route_and_forward(
     let (body, reclaim) = ReclaimableBody::new(body.map_err(BoxError::from));
     let result = shared
         .upstreams
-        .forward(head, body, reclaim, backend, table.timeouts.response, &shared.metrics)
+        .forward(
+            head,
+            body,
+            reclaim,
+            backend,
+            table.timeouts.response,
+            &shared.metrics,
+        )
         .await;
     match result {
         Ok((mut resp, endpoint)) => {
@@ -168,7 +188,12 @@ async fn route_and_forward(
                     (Some(client), Some(protocol)) => {
                         hop::restore_upgrade(resp.headers_mut(), protocol);
                         let upstream = hyper::upgrade::on(&mut resp);
-                        upgrade::splice(client, upstream, &shared.upgraded, shared.drain_over.clone());
+                        upgrade::splice(
+                            client,
+                            upstream,
+                            &shared.upgraded,
+                            shared.drain_over.clone(),
+                        );
                         true
                     }
                     _ => false,
@@ -180,19 +205,31 @@ async fn route_and_forward(
             if !upstream_upgrade {
                 tracing::warn!(%endpoint, "upstream answered 101 to a request that asked for no upgrade");
                 return (
-                    error_response(StatusCode::BAD_GATEWAY, "upstream switched protocols unexpectedly"),
+                    error_response(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream switched protocols unexpectedly",
+                    ),
                     Some(endpoint),
                 );
             }
-            (resp.map(|b| b.map_err(BoxError::from).boxed()), Some(endpoint))
+            (
+                resp.map(|b| b.map_err(BoxError::from).boxed()),
+                Some(endpoint),
+            )
         }
         Err(e) => {
             tracing::warn!(error = %e, "request failed");
             let (status, detail) = match &e {
-                ForwardError::NoEndpoints { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no upstream endpoints"),
-                ForwardError::Connect { .. } => (StatusCode::BAD_GATEWAY, "could not connect to an upstream"),
+                ForwardError::NoEndpoints { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "no upstream endpoints")
+                }
+                ForwardError::Connect { .. } => {
+                    (StatusCode::BAD_GATEWAY, "could not connect to an upstream")
+                }
                 ForwardError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
-                ForwardError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream connection failed"),
+                ForwardError::Upstream { .. } => {
+                    (StatusCode::BAD_GATEWAY, "upstream connection failed")
+                }
             };
             let endpoint = match &e {
                 ForwardError::Connect { endpoint, .. }

@@ -7,7 +7,12 @@ use tokio_util::task::TaskTracker;
 
 /// Waits for both sides to finish upgrading, then copies bytes both ways until either side closes or
 /// `stop` fires (the end of the drain period).
-pub fn splice(client: OnUpgrade, upstream: OnUpgrade, tasks: &TaskTracker, stop: CancellationToken) {
+pub fn splice(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) {
     tasks.spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,

@@ -34,18 +34,28 @@ impl Table {
         let backends: HashMap<&str, Arc<EndpointSet>> = model
             .backends
             .iter()
-            .map(|(name, b)| (name.as_str(), Arc::new(EndpointSet::new(name, b.endpoints.clone()))))
+            .map(|(name, b)| {
+                (
+                    name.as_str(),
+                    Arc::new(EndpointSet::new(name, b.endpoints.clone())),
+                )
+            })
             .collect();
         let mut table = Table {
             timeouts: model.timeouts,
-            default_backend: model.default_backend.as_deref().and_then(|n| backends.get(n).cloned()),
+            default_backend: model
+                .default_backend
+                .as_deref()
+                .and_then(|n| backends.get(n).cloned()),
             ..Table::default()
         };
         for rule in &model.rules {
             let paths = match &rule.host {
                 None => table.any_host.get_or_insert_with(PathTable::default),
                 Some(HostMatch::Exact(h)) => table.exact.entry(h.as_str().into()).or_default(),
-                Some(HostMatch::Wildcard(s)) => table.wildcard.entry(s.as_str().into()).or_default(),
+                Some(HostMatch::Wildcard(s)) => {
+                    table.wildcard.entry(s.as_str().into()).or_default()
+                }
             };
             for p in &rule.paths {
                 if let Some(backend) = backends.get(p.backend.as_str()) {

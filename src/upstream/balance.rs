@@ -35,7 +35,11 @@ impl EndpointSet {
     /// this request, the rest are the fallbacks on connect failure.
     pub fn attempt_order(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         let n = self.endpoints.len();
-        let start = if n == 0 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) % n };
+        let start = if n == 0 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
         (0..n).map(move |i| self.endpoints[(start + i) % n])
     }
 }
@@ -48,7 +52,9 @@ mod tests {
     fn successive_requests_rotate_over_both_families() {
         let eps: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().unwrap(), "[::1]:2".parse().unwrap()];
         let set = EndpointSet::new("b", eps.clone());
-        let firsts: Vec<_> = (0..4).map(|_| set.attempt_order().next().unwrap()).collect();
+        let firsts: Vec<_> = (0..4)
+            .map(|_| set.attempt_order().next().unwrap())
+            .collect();
         assert_eq!(firsts, vec![eps[0], eps[1], eps[0], eps[1]]);
         let order: Vec<_> = set.attempt_order().collect();
         assert_eq!(order.len(), 2);

@@ -25,7 +25,9 @@ pub enum ForwardError {
         backend: String,
     },
     /// No endpoint accepted a connection (502).
-    #[error("could not connect to any endpoint of backend {backend:?}; last tried {endpoint}: {reason}")]
+    #[error(
+        "could not connect to any endpoint of backend {backend:?}; last tried {endpoint}: {reason}"
+    )]
     Connect {
         /// Backend name.
         backend: String,
@@ -103,7 +105,9 @@ impl Upstreams {
         let mut attempt = Some((body, reclaim));
         let mut last_connect_error = None;
         for endpoint in set.attempt_order() {
-            let Some((body, reclaim)) = attempt.take() else { break };
+            let Some((body, reclaim)) = attempt.take() else {
+                break;
+            };
             let req = match build_request(&head, endpoint, body) {
                 Ok(r) => r,
                 Err(reason) => {

@@ -37,7 +37,11 @@ impl ReclaimableBody {
                 end_stream,
                 size_hint,
             },
-            Reclaim { slot, end_stream, size_hint: size_hint_clone(&size_hint) },
+            Reclaim {
+                slot,
+                end_stream,
+                size_hint: size_hint_clone(&size_hint),
+            },
         )
     }
 }
@@ -61,7 +65,11 @@ pub struct Reclaim {
 impl Reclaim {
     /// A fresh body for a retry, if the previous attempt never started reading the body.
     pub fn reclaim(&self) -> Option<(ReclaimableBody, Reclaim)> {
-        let inner = self.slot.lock().unwrap_or_else(PoisonError::into_inner).take()?;
+        let inner = self
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
         let slot = Arc::new(Mutex::new(Some(inner)));
         Some((
             ReclaimableBody {
@@ -88,7 +96,11 @@ impl Body for ReclaimableBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.taken.is_none() {
-            let inner = self.slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let inner = self
+                .slot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
             match inner {
                 Some(b) => self.taken = Some(b),
                 None => return Poll::Ready(None),

@@ -46,13 +46,17 @@ impl Drop for Upstream {
 impl Upstream {
     /// Starts one on `bind` (e.g. `"127.0.0.1:0"` or `"[::1]:0"`).
     pub async fn start(bind: &str) -> Upstream {
-        let listener = TcpListener::bind(bind.parse::<SocketAddr>().unwrap()).await.unwrap();
+        let listener = TcpListener::bind(bind.parse::<SocketAddr>().unwrap())
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -82,18 +86,30 @@ async fn respond(addr: SocketAddr, req: Request<Incoming>) -> Result<Response<Up
     let mut resp = if path.starts_with("/echo") {
         Response::new(req.into_body().boxed())
     } else {
-        if let Some(ms) = path.strip_prefix("/delay/").and_then(|r| r.split('/').next()) {
+        if let Some(ms) = path
+            .strip_prefix("/delay/")
+            .and_then(|r| r.split('/').next())
+        {
             let ms: u64 = ms.parse().unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         let mut text = format!("upstream {addr}\n");
         for (name, value) in req.headers() {
-            text.push_str(&format!("{}: {}\n", name, value.to_str().unwrap_or("<binary>")));
+            text.push_str(&format!(
+                "{}: {}\n",
+                name,
+                value.to_str().unwrap_or("<binary>")
+            ));
         }
         text.push_str(&format!("uri: {}\n", req.uri()));
-        Response::new(Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed())
+        Response::new(
+            Full::new(Bytes::from(text))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
     };
-    resp.headers_mut().insert("x-upstream", addr.to_string().parse().unwrap());
+    resp.headers_mut()
+        .insert("x-upstream", addr.to_string().parse().unwrap());
     Ok(resp)
 }
 
@@ -123,7 +139,14 @@ impl TestProxy {
         let server = Server::start(model).await.unwrap();
         let v4 = *server.data_addrs().iter().find(|a| a.is_ipv4()).unwrap();
         let v6 = *server.data_addrs().iter().find(|a| a.is_ipv6()).unwrap();
-        TestProxy { server: Some(server), v4, v6, path, dir, watch: None }
+        TestProxy {
+            server: Some(server),
+            v4,
+            v6,
+            path,
+            dir,
+            watch: None,
+        }
     }
 
     /// Like [`TestProxy::start`], and reloads the file whenever it changes.
@@ -170,7 +193,9 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
 
 /// A hyper client that speaks HTTP/2 with prior knowledge (h2c).
 pub fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).http2_only(true).build(HttpConnector::new())
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
 }
 
 /// What a client saw.
@@ -190,7 +215,11 @@ pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Seen { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+    Seen {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }
 
 /// GET `url` with optional extra headers.
@@ -221,5 +250,8 @@ where
 /// A loopback address with nothing listening on it (bound once, then released).
 pub fn dead_addr(v6: bool) -> SocketAddr {
     let bind: SocketAddr = if v6 { "[::1]:0" } else { "127.0.0.1:0" }.parse().unwrap();
-    std::net::TcpListener::bind(bind).unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind(bind)
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
