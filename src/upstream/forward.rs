@@ -11,6 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::reclaim::Reclaim;
 use super::{EndpointSet, ReclaimableBody};
 use crate::model::Timeouts;
 use crate::telemetry::Metrics;
@@ -97,7 +98,7 @@ impl Upstreams {
         &self,
         head: RequestHead,
         body: ReclaimableBody,
-        reclaim: super::reclaim::Reclaim,
+        reclaim: Reclaim,
         set: &EndpointSet,
         response_timeout: Duration,
         metrics: &Metrics,

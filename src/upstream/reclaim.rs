@@ -11,79 +11,61 @@ use http_body::{Body, Frame, SizeHint};
 use crate::proxy::BoxError;
 
 type Inner = Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>;
+type Slot = Arc<Mutex<Option<Inner>>>;
 
-/// The body sent upstream. The first poll takes the inner body out of the shared slot; until then
-/// [`ReclaimableBody::reclaim`] on a sibling handle can take it back.
+/// The body sent upstream. Its first poll takes the inner body out of a slot shared with a [`Reclaim`];
+/// until then, the [`Reclaim`] can take it back for another attempt.
 pub struct ReclaimableBody {
-    slot: Arc<Mutex<Option<Inner>>>,
+    slot: Slot,
     taken: Option<Inner>,
     end_stream: bool,
     size_hint: SizeHint,
 }
 
+/// The handle that takes an unsent body back.
+pub struct Reclaim {
+    slot: Slot,
+    end_stream: bool,
+    size_hint: SizeHint,
+}
+
 impl ReclaimableBody {
-    /// Wraps `body`; returns the body to send and a handle to reclaim it.
+    /// Wraps `body`; returns the body to send and the handle that can reclaim it.
     pub fn new<B>(body: B) -> (ReclaimableBody, Reclaim)
     where
         B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
     {
-        let end_stream = body.is_end_stream();
-        let size_hint = body.size_hint();
-        let slot = Arc::new(Mutex::new(Some(Box::pin(body) as Inner)));
-        (
-            ReclaimableBody {
-                slot: slot.clone(),
-                taken: None,
-                end_stream,
-                size_hint,
-            },
-            Reclaim {
-                slot,
-                end_stream,
-                size_hint: size_hint_clone(&size_hint),
-            },
-        )
+        let (end_stream, size_hint) = (body.is_end_stream(), body.size_hint());
+        pair(Box::pin(body), end_stream, size_hint)
     }
 }
 
-fn size_hint_clone(h: &SizeHint) -> SizeHint {
-    let mut c = SizeHint::new();
-    c.set_lower(h.lower());
-    if let Some(u) = h.upper() {
-        c.set_upper(u);
-    }
-    c
+fn pair(inner: Inner, end_stream: bool, size_hint: SizeHint) -> (ReclaimableBody, Reclaim) {
+    let slot = Arc::new(Mutex::new(Some(inner)));
+    let body = ReclaimableBody {
+        slot: slot.clone(),
+        taken: None,
+        end_stream,
+        size_hint,
+    };
+    (
+        body,
+        Reclaim {
+            slot,
+            end_stream,
+            size_hint,
+        },
+    )
 }
 
-/// The handle that takes an unsent body back.
-pub struct Reclaim {
-    slot: Arc<Mutex<Option<Inner>>>,
-    end_stream: bool,
-    size_hint: SizeHint,
+fn take(slot: &Slot) -> Option<Inner> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
 impl Reclaim {
     /// A fresh body for a retry, if the previous attempt never started reading the body.
     pub fn reclaim(&self) -> Option<(ReclaimableBody, Reclaim)> {
-        let inner = self
-            .slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()?;
-        let slot = Arc::new(Mutex::new(Some(inner)));
-        Some((
-            ReclaimableBody {
-                slot: slot.clone(),
-                taken: None,
-                end_stream: self.end_stream,
-                size_hint: size_hint_clone(&self.size_hint),
-            },
-            Reclaim {
-                slot,
-                end_stream: self.end_stream,
-                size_hint: size_hint_clone(&self.size_hint),
-            },
-        ))
+        take(&self.slot).map(|inner| pair(inner, self.end_stream, self.size_hint))
     }
 }
 
@@ -96,15 +78,7 @@ impl Body for ReclaimableBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.taken.is_none() {
-            let inner = self
-                .slot
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            match inner {
-                Some(b) => self.taken = Some(b),
-                None => return Poll::Ready(None),
-            }
+            self.taken = take(&self.slot);
         }
         match self.taken.as_mut() {
             Some(b) => b.as_mut().poll_frame(cx),
@@ -113,16 +87,14 @@ impl Body for ReclaimableBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.taken {
-            Some(b) => b.is_end_stream(),
-            None => self.end_stream,
-        }
+        self.taken
+            .as_ref()
+            .map_or(self.end_stream, |b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.taken {
-            Some(b) => b.size_hint(),
-            None => size_hint_clone(&self.size_hint),
-        }
+        self.taken
+            .as_ref()
+            .map_or(self.size_hint, |b| b.size_hint())
     }
 }
