@@ -3,12 +3,16 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::model::{Backend, PemSource, Protocol};
+
 /// The endpoints of one backend with a round-robin cursor.
 #[derive(Debug)]
 pub struct EndpointSet {
     name: String,
     endpoints: Vec<SocketAddr>,
     next: AtomicUsize,
+    protocol: Protocol,
+    ca: Option<PemSource>,
 }
 
 impl EndpointSet {
@@ -18,7 +22,28 @@ impl EndpointSet {
             name: name.to_string(),
             endpoints,
             next: AtomicUsize::new(0),
+            protocol: Protocol::Http1,
+            ca: None,
         }
+    }
+
+    /// The set for backend `name` of a model.
+    pub fn for_backend(name: &str, backend: &Backend) -> Self {
+        EndpointSet {
+            protocol: backend.protocol,
+            ca: backend.ca.clone(),
+            ..EndpointSet::new(name, backend.endpoints.clone())
+        }
+    }
+
+    /// The protocol spoken to the endpoints.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The CA bundle TLS endpoints are verified against (`None`: system roots).
+    pub fn ca(&self) -> &Option<PemSource> {
+        &self.ca
     }
 
     /// The backend name.
