@@ -187,7 +187,8 @@ impl Upstreams {
     ) -> Result<(Response<Incoming>, SocketAddr), ForwardError> {
         let mut attempt = Some((body, reclaim));
         let mut last_connect_error = None;
-        for endpoint in set.attempt_order() {
+        for ep in set.attempt_order() {
+            let endpoint = ep.addr;
             let Some((body, reclaim)) = attempt.take() else {
                 break;
             };
@@ -196,8 +197,8 @@ impl Upstreams {
             } else {
                 Scheme::HTTP
             };
-            let sent =
-                build_request(&head, scheme, endpoint, body).and_then(|req| self.send(set, req));
+            let sent = build_request(&head, scheme, ep.authority.clone(), body)
+                .and_then(|req| self.send(set, req));
             let sent = match sent {
                 Ok(f) => f,
                 Err(reason) => {
@@ -251,11 +252,9 @@ impl Upstreams {
 fn build_request(
     head: &RequestHead,
     scheme: Scheme,
-    endpoint: SocketAddr,
+    authority: Authority,
     body: ReclaimableBody,
 ) -> Result<Request<ReclaimableBody>, String> {
-    let authority = Authority::try_from(endpoint.to_string())
-        .map_err(|e| format!("endpoint {endpoint} is not a valid URI authority: {e}"))?;
     let uri = Uri::builder()
         .scheme(scheme)
         .authority(authority)
