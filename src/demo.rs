@@ -33,7 +33,7 @@ pub fn start_for(model: &Model, stop: &CancellationToken) -> Result<Vec<SocketAd
         tokio::spawn(listen::serve(
             listener,
             builder.clone(),
-            "http",
+            crate::listen::Transport::Plain,
             metrics.clone(),
             reply,
             stop.clone(),

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use dualstack_ingress::config;
 use dualstack_ingress::server::Server;
 use dualstack_ingress::telemetry::{self, LogFormat};
+use dualstack_ingress::tls::CertStore;
 
 /// A dual-stack (IPv4 and IPv6) HTTP reverse proxy and Kubernetes ingress.
 ///
@@ -54,17 +55,34 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
-        Ok(_) => {
-            println!("{}: configuration is valid", path.display());
-            ExitCode::SUCCESS
-        }
+    let model = match config::load(path) {
+        Ok(model) => model,
         Err(errors) => {
             for e in &errors.0 {
                 eprintln!("{e}");
             }
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    // Certificates, keys and CA bundles are read and checked too, each error naming its file.
+    let mut ok = true;
+    if !model.tls.is_empty() {
+        if let Err(e) = CertStore::new(&model.tls) {
+            eprintln!("{e}");
+            ok = false;
+        }
+    }
+    for (name, backend) in model.backends.iter().filter(|(_, b)| b.protocol.is_tls()) {
+        if let Err(e) = dualstack_ingress::tls::client::client_config(backend.ca.as_ref()) {
+            eprintln!("backend {name:?}: {e}");
+            ok = false;
+        }
+    }
+    if ok {
+        println!("{}: configuration is valid", path.display());
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -4,7 +4,9 @@
 //! that (compiling the routing table, serving) is shared.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The complete desired state of the proxy.
@@ -12,8 +14,14 @@ use std::time::Duration;
 pub struct Model {
     /// Data-plane listen addresses, each its own socket.
     pub listen: Vec<SocketAddr>,
+    /// TLS listen addresses, each its own socket.
+    pub listen_tls: Vec<SocketAddr>,
     /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`), if any.
     pub admin: Option<SocketAddr>,
+    /// Certificates for TLS termination; the first one is the default.
+    pub tls: Vec<TlsCert>,
+    /// Whether plain-HTTP requests for a host that has a certificate are redirected to HTTPS (301).
+    pub redirect_to_https: bool,
     /// Host rules in the order they were written.
     pub rules: Vec<Rule>,
     /// Backend for requests that match no rule.
@@ -67,6 +75,75 @@ pub enum PathKind {
 pub struct Backend {
     /// Addresses to connect to, never text.
     pub endpoints: Vec<SocketAddr>,
+    /// The protocol spoken to the endpoints.
+    pub protocol: Protocol,
+    /// CA bundle to verify TLS upstreams against instead of the system roots.
+    pub ca: Option<PemSource>,
+}
+
+/// The protocol spoken to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 over TCP.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over TCP.
+    H2c,
+    /// HTTP/1.1 over TLS.
+    Https,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+}
+
+impl Protocol {
+    /// Whether the protocol is HTTP/2 (`h2c` or `h2`).
+    pub fn is_http2(self) -> bool {
+        matches!(self, Protocol::H2c | Protocol::H2)
+    }
+
+    /// Whether the protocol runs over TLS (`https` or `h2`).
+    pub fn is_tls(self) -> bool {
+        matches!(self, Protocol::Https | Protocol::H2)
+    }
+}
+
+/// PEM data, from a file or given inline (as a Kubernetes Secret provides it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PemSource {
+    /// A file, read when the certificate store is (re)built.
+    File(PathBuf),
+    /// PEM bytes.
+    Inline(Arc<[u8]>),
+}
+
+impl std::fmt::Display for PemSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PemSource::File(p) => write!(f, "{}", p.display()),
+            PemSource::Inline(_) => f.write_str("<inline PEM>"),
+        }
+    }
+}
+
+/// A certificate chain and key, and the names it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCert {
+    /// SNI names (exact or one-label wildcard) and IP addresses (for clients that send no SNI, matched
+    /// against the address they connected to).
+    pub hosts: Vec<TlsHost>,
+    /// PEM certificate chain, leaf first.
+    pub cert: PemSource,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PemSource,
+}
+
+/// One name a certificate serves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TlsHost {
+    /// A DNS name or wildcard.
+    Name(HostMatch),
+    /// An IP address.
+    Ip(IpAddr),
 }
 
 /// Timeouts; see the README for what each one bounds.
@@ -96,6 +173,14 @@ impl Default for Timeouts {
             drain: Duration::from_secs(30),
         }
     }
+}
+
+/// The TLS listen addresses used when certificates exist and the configuration names none.
+pub fn default_listen_tls() -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::from(([0, 0, 0, 0], 8443)),
+        SocketAddr::from(([0u16; 8], 8443)),
+    ]
 }
 
 /// The listen addresses used when a configuration names none.

@@ -11,13 +11,26 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Health};
+use crate::config::watch::FileWatcher;
 use crate::config::{self, ConfigErrors};
-use crate::listen::{self, BindError};
-use crate::model::Model;
+use crate::listen::{self, BindError, Transport};
+use crate::model::{Model, PemSource};
 use crate::proxy::{self, Shared};
 use crate::routing::Table;
 use crate::telemetry::Metrics;
+use crate::tls::{CertStore, TlsError};
 use crate::upstream::Upstreams;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// A certificate could not be loaded.
+    #[error("TLS certificate: {0}")]
+    Tls(#[from] TlsError),
+}
 
 /// A running proxy.
 pub struct Server {
@@ -25,6 +38,7 @@ pub struct Server {
     health: Arc<Health>,
     running: Model,
     data_addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     stop_data: CancellationToken,
     stop_admin: CancellationToken,
@@ -33,19 +47,38 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the data and admin listeners of `model`, installs its table and starts serving.
-    pub async fn start(model: Model) -> Result<Server, BindError> {
+    /// Binds the data, TLS and admin listeners of `model`, loads its certificates, installs its table and
+    /// starts serving.
+    pub async fn start(model: Model) -> Result<Server, StartError> {
         let metrics = Arc::new(Metrics::new());
+        let certs = if model.listen_tls.is_empty() {
+            None
+        } else {
+            Some(Arc::new(CertStore::new(&model.tls)?))
+        };
+        let upstreams = Upstreams::new(&model.timeouts);
+        for e in upstreams.prepare(&model) {
+            tracing::error!("{e}");
+        }
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(Table::compile(&model)),
-            upstreams: Upstreams::new(&model.timeouts),
+            upstreams,
             metrics: metrics.clone(),
             upgraded: TaskTracker::new(),
             drain_over: CancellationToken::new(),
+            certs: certs.clone(),
         });
         let health = Arc::new(Health::default());
         let builder = Arc::new(listen::http_builder(&model.timeouts));
-        let data = listen::bind_all(&model.listen)?;
+        let plain = listen::bind_all(&model.listen)?;
+        let tls = match &certs {
+            Some(store) if !model.listen_tls.is_empty() => listen::bind_all(&model.listen_tls)?
+                .into_iter()
+                .map(|l| (l, Transport::Tls(store.clone(), model.timeouts.header_read)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let data = plain.into_iter().map(|l| (l, Transport::Plain)).chain(tls);
         let admin = match model.admin {
             Some(addr) => listen::bind_all(&[addr])?,
             None => Vec::new(),
@@ -54,14 +87,18 @@ impl Server {
         let stop_admin = CancellationToken::new();
         let mut data_addrs = Vec::new();
         let mut data_loops = JoinSet::new();
-        for l in data {
-            data_addrs.extend(l.local_addr().ok());
+        let mut tls_addrs = Vec::new();
+        for (l, transport) in data {
+            match transport {
+                Transport::Plain => data_addrs.extend(l.local_addr().ok()),
+                Transport::Tls(..) => tls_addrs.extend(l.local_addr().ok()),
+            }
             let s = shared.clone();
             let handler = move |conn, req| proxy::handle(s.clone(), conn, req);
             data_loops.spawn(listen::serve(
                 l,
                 builder.clone(),
-                "http",
+                transport,
                 metrics.clone(),
                 handler,
                 stop_data.clone(),
@@ -76,7 +113,7 @@ impl Server {
             admin_loops.spawn(listen::serve(
                 l,
                 builder.clone(),
-                "http",
+                Transport::Plain,
                 metrics.clone(),
                 handler,
                 stop_admin.clone(),
@@ -86,6 +123,9 @@ impl Server {
         for addr in &data_addrs {
             tracing::info!(%addr, "listening");
         }
+        for addr in &tls_addrs {
+            tracing::info!(%addr, "listening (TLS)");
+        }
         if let Some(addr) = admin_addr {
             tracing::info!(%addr, "admin listening");
         }
@@ -94,6 +134,7 @@ impl Server {
             health,
             running: model,
             data_addrs,
+            tls_addrs,
             admin_addr,
             stop_data,
             stop_admin,
@@ -105,6 +146,11 @@ impl Server {
     /// The bound data-plane addresses (with real ports when the configuration asked for port 0).
     pub fn data_addrs(&self) -> &[SocketAddr] {
         &self.data_addrs
+    }
+
+    /// The bound TLS addresses.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// The bound admin address, if any.
@@ -163,18 +209,24 @@ impl Reloader {
         if model.listen != self.started_with.listen || model.admin != self.started_with.admin {
             tracing::warn!("listen and admin addresses changed; they take effect after a restart");
         }
+        for e in self.shared.upstreams.prepare(model) {
+            tracing::error!("{e}");
+        }
+        if let Some(certs) = &self.shared.certs {
+            certs.update(&model.tls);
+        }
         self.shared.table.store(Arc::new(Table::compile(model)));
     }
 
     /// Reads, validates and installs the file at `path`. A broken file is logged and counted, and the
     /// last good table keeps serving.
-    pub fn reload_file(&self, path: &Path) -> Result<(), ConfigErrors> {
+    pub fn reload_file(&self, path: &Path) -> Result<Model, ConfigErrors> {
         match config::load(path) {
             Ok(model) => {
                 self.install(&model);
                 self.shared.metrics.reload(true);
                 tracing::info!(file = %path.display(), "configuration reloaded");
-                Ok(())
+                Ok(model)
             }
             Err(errors) => {
                 self.shared.metrics.reload(false);
@@ -187,18 +239,35 @@ impl Reloader {
         }
     }
 
-    /// Reloads `path` whenever it changes on disk, until the returned task is dropped or aborted.
-    /// Rapid successive changes are coalesced into one reload.
+    /// Reloads `path` whenever it, or a certificate or key file it names, changes on disk, until the
+    /// returned task is aborted. Rapid successive changes are coalesced into one reload.
     pub fn watch_file(self, path: PathBuf) -> notify::Result<tokio::task::JoinHandle<()>> {
-        let (watcher, mut changed) = config::watch::watch(&path)?;
+        let (mut watcher, mut changed) = FileWatcher::new()?;
+        watcher.set_files(watched_files(&path, &self.started_with))?;
         Ok(tokio::spawn(async move {
-            let _watcher = watcher;
             while changed.recv().await.is_some() {
-                // Let a burst of events (write, chmod, rename) settle, then read the newest file once.
+                // Let a burst of events (write, chmod, rename) settle, then read the newest files once.
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 while changed.try_recv().is_ok() {}
-                let _ = self.reload_file(&path);
+                if let Ok(model) = self.reload_file(&path) {
+                    if let Err(e) = watcher.set_files(watched_files(&path, &model)) {
+                        tracing::warn!(error = %e, "cannot watch the files the new configuration names");
+                    }
+                }
             }
         }))
     }
+}
+
+/// The configuration file and every certificate and key file it names.
+fn watched_files<'a>(config: &'a Path, model: &'a Model) -> impl Iterator<Item = &'a Path> {
+    let pem_files = model
+        .tls
+        .iter()
+        .flat_map(|t| [&t.cert, &t.key])
+        .filter_map(|s| match s {
+            PemSource::File(p) => Some(p.as_path()),
+            PemSource::Inline(_) => None,
+        });
+    std::iter::once(config).chain(pem_files)
 }

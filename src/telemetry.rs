@@ -74,6 +74,14 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HandshakeLabels {
+    family: &'static str,
+    result: &'static str,
+    version: &'static str,
+    alpn: &'static str,
+}
+
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Every metric the proxy exports; cheap to clone, lock-free to update on the request path.
@@ -85,6 +93,7 @@ pub struct Metrics {
     active_connections: [Gauge; 2],
     reloads_ok: Counter,
     reloads_failed: Counter,
+    tls_handshakes: Family<HandshakeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -121,6 +130,12 @@ impl Metrics {
             "Configuration reloads, by result",
             reloads.clone(),
         );
+        let tls_handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes, by listener address family, result, TLS version and ALPN protocol",
+            tls_handshakes.clone(),
+        );
         let fams = [AddrFamily::Ipv4, AddrFamily::Ipv6];
         let reloads_ok = reloads
             .get_or_create(&ResultLabels { result: "ok" })
@@ -155,6 +170,7 @@ impl Metrics {
             }),
             reloads_ok,
             reloads_failed,
+            tls_handshakes,
             registry,
         }
     }
@@ -185,6 +201,23 @@ impl Metrics {
             &self.reloads_failed
         }
         .inc();
+    }
+
+    /// Counts one TLS handshake.
+    pub fn tls_handshake(
+        &self,
+        family: AddrFamily,
+        result: &'static str,
+        version: &'static str,
+        alpn: &'static str,
+    ) {
+        let labels = HandshakeLabels {
+            family: family.label(),
+            result,
+            version,
+            alpn,
+        };
+        self.tls_handshakes.get_or_create(&labels).inc();
     }
 
     /// Number of reloads so far: (ok, failed).

@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::model::{self, Backend, Model, PathKind, PathRule, Rule, Timeouts};
+use crate::model::{
+    self, Backend, Model, PathKind, PathRule, PemSource, Protocol, Rule, Timeouts, TlsCert, TlsHost,
+};
 
 pub use address::parse_endpoint;
 pub use host::parse_host_rule;
@@ -96,8 +98,13 @@ pub fn parse(file: &str, text: &str) -> Result<Model, ConfigErrors> {
             message: first_line(&e.without_snippet().to_string()),
         }])
     })?;
+    let base = Path::new(file)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     Validator {
         file,
+        base,
         errors: Vec::new(),
     }
     .validate(raw)
@@ -116,7 +123,11 @@ fn first_line(s: &str) -> String {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawConfig {
     listen: Option<Vec<Spanned<String>>>,
+    listen_tls: Option<Vec<Spanned<String>>>,
     admin: Option<Spanned<String>>,
+    #[serde(default)]
+    tls: Vec<RawTls>,
+    redirect_to_https: Option<bool>,
     #[serde(default)]
     routes: Vec<RawRoute>,
     default_backend: Option<Spanned<String>>,
@@ -146,6 +157,17 @@ struct RawPath {
 struct RawBackend {
     #[serde(default)]
     endpoints: Vec<Spanned<String>>,
+    protocol: Option<Spanned<String>>,
+    ca: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTls {
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
+    cert: Spanned<String>,
+    key: Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +182,8 @@ struct RawTimeouts {
 
 struct Validator<'a> {
     file: &'a str,
+    /// Relative certificate and CA paths are resolved against the configuration file's directory.
+    base: PathBuf,
     errors: Vec<ConfigError>,
 }
 
@@ -185,6 +209,15 @@ impl Validator<'_> {
             .admin
             .as_ref()
             .and_then(|a| self.listen_addr("admin", a));
+        let tls: Vec<TlsCert> = raw.tls.iter().filter_map(|t| self.tls_cert(t)).collect();
+        let listen_tls = match &raw.listen_tls {
+            None if raw.tls.is_empty() => Vec::new(),
+            None => model::default_listen_tls(),
+            Some(list) => list
+                .iter()
+                .filter_map(|a| self.listen_addr("listenTls", a))
+                .collect(),
+        };
 
         let mut backends = BTreeMap::new();
         for (name, spanned) in &raw.backends {
@@ -195,7 +228,34 @@ impl Validator<'_> {
                     Err(message) => self.error(ep, format!("backend {name:?}: {message}")),
                 }
             }
-            backends.insert(name.clone(), Backend { endpoints });
+            let protocol = match spanned.value.protocol.as_ref().map(|p| p.value.as_str()) {
+                None | Some("http1") => Protocol::Http1,
+                Some("h2c") => Protocol::H2c,
+                Some("https") => Protocol::Https,
+                Some("h2") => Protocol::H2,
+                Some(other) => {
+                    if let Some(p) = &spanned.value.protocol {
+                        self.error(
+                            p,
+                            format!("backend {name:?}: protocol {other:?} is not one of http1, h2c, https, h2"),
+                        );
+                    }
+                    Protocol::Http1
+                }
+            };
+            let ca = spanned
+                .value
+                .ca
+                .as_ref()
+                .map(|c| PemSource::File(self.base.join(c)));
+            backends.insert(
+                name.clone(),
+                Backend {
+                    endpoints,
+                    protocol,
+                    ca,
+                },
+            );
         }
 
         let mut rules = Vec::new();
@@ -249,7 +309,10 @@ impl Validator<'_> {
         if self.errors.is_empty() {
             Ok(Model {
                 listen,
+                listen_tls,
                 admin,
+                tls,
+                redirect_to_https: raw.redirect_to_https.unwrap_or(true),
                 rules,
                 default_backend: raw.default_backend.map(|d| d.value),
                 backends,
@@ -268,6 +331,40 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    fn tls_cert(&mut self, raw: &RawTls) -> Option<TlsCert> {
+        let mut hosts = Vec::new();
+        for h in &raw.hosts {
+            let text = h.value.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+                hosts.push(TlsHost::Ip(ip));
+                continue;
+            }
+            match parse_host_rule(&h.value) {
+                Ok(m) => hosts.push(TlsHost::Name(m)),
+                Err(message) => self.error(h, format!("tls: {message}")),
+            }
+        }
+        let mut file = |s: &Spanned<String>, what: &str| {
+            let path = self.base.join(&s.value);
+            if path.is_file() {
+                Some(PemSource::File(path))
+            } else {
+                self.error(
+                    s,
+                    format!("tls {what} file {} does not exist", path.display()),
+                );
+                None
+            }
+        };
+        let cert = file(&raw.cert, "cert");
+        let key = file(&raw.key, "key");
+        Some(TlsCert {
+            hosts,
+            cert: cert?,
+            key: key?,
+        })
     }
 
     fn check_backend_name(&mut self, backends: &BTreeMap<String, Backend>, name: &Spanned<String>) {

@@ -1,36 +1,75 @@
-//! Watching the configuration file for changes.
+//! Watching the configuration file and the files it names (certificates, keys) for changes.
 //!
-//! The directory is watched rather than the file, so that editors that replace the file and Kubernetes
-//! ConfigMap mounts (where the kubelet swaps a `..data` symlink) are both seen.
+//! Directories are watched rather than files, so that editors that replace a file and Kubernetes
+//! ConfigMap or Secret mounts (where the kubelet swaps a `..data` symlink) are both seen.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-/// Starts watching `file`'s directory; `changed` receives a message for each batch of relevant events.
-/// Keep the returned watcher alive for as long as events are wanted.
-pub fn watch(file: &Path) -> notify::Result<(RecommendedWatcher, mpsc::Receiver<()>)> {
-    let (tx, rx) = mpsc::channel(1);
-    let dir = match file.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = file.file_name().map(|n| n.to_os_string());
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(event) = res else { return };
-        if matches!(event.kind, EventKind::Access(_)) {
-            return;
+/// Watches a changing set of files; sends `()` on its channel for each batch of relevant events.
+pub struct FileWatcher {
+    watcher: RecommendedWatcher,
+    dirs: HashSet<PathBuf>,
+    names: Arc<Mutex<HashSet<OsString>>>,
+}
+
+impl FileWatcher {
+    /// A watcher with no files yet, and the channel its changes arrive on.
+    pub fn new() -> notify::Result<(FileWatcher, mpsc::Receiver<()>)> {
+        let (tx, rx) = mpsc::channel(1);
+        let names: Arc<Mutex<HashSet<OsString>>> = Arc::default();
+        let relevant_names = names.clone();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(event) = res else { return };
+            if matches!(event.kind, EventKind::Access(_)) {
+                return;
+            }
+            let names = relevant_names
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let relevant = event
+                .paths
+                .iter()
+                .filter_map(|p| p.file_name())
+                .any(|n| names.contains(n) || n.to_string_lossy().starts_with(".."));
+            if relevant {
+                // A full channel already holds a pending reload, which will read the newest files.
+                let _ = tx.try_send(());
+            }
+        })?;
+        Ok((
+            FileWatcher {
+                watcher,
+                dirs: HashSet::new(),
+                names,
+            },
+            rx,
+        ))
+    }
+
+    /// Watches `files` (adding the directories not watched yet).
+    pub fn set_files<'a>(
+        &mut self,
+        files: impl IntoIterator<Item = &'a Path>,
+    ) -> notify::Result<()> {
+        let mut names = HashSet::new();
+        for file in files {
+            let dir = match file.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if !self.dirs.contains(&dir) {
+                self.watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+                self.dirs.insert(dir);
+            }
+            names.extend(file.file_name().map(|n| n.to_os_string()));
         }
-        let relevant = event.paths.iter().any(|p| match p.file_name() {
-            Some(n) => Some(n) == name.as_deref() || n.to_string_lossy().starts_with(".."),
-            None => false,
-        });
-        if relevant {
-            // A full channel already holds a pending reload, which will read the newest file.
-            let _ = tx.try_send(());
-        }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok((watcher, rx))
+        *self.names.lock().unwrap_or_else(PoisonError::into_inner) = names;
+        Ok(())
+    }
 }

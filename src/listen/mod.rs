@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
-pub use serve::{http_builder, serve, ConnHandler};
+pub use serve::{http_builder, serve, ConnHandler, Transport};
 
 /// A listen address that could not be bound.
 #[derive(Debug, thiserror::Error)]

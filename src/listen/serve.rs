@@ -11,13 +11,15 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::Timeouts;
 use crate::proxy::{canonical_peer, ConnInfo, ProxyBody};
 use crate::telemetry::{AddrFamily, Metrics};
+use crate::tls::accept::handshake;
+use crate::tls::CertStore;
 
 /// Largest request head accepted; a larger one gets 431 from hyper and is never forwarded.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -59,12 +61,21 @@ pub fn http_builder(timeouts: &Timeouts) -> Builder<TokioExecutor> {
     builder
 }
 
+/// What a listener serves: plain HTTP, or TLS with certificates from a store.
+#[derive(Clone)]
+pub enum Transport {
+    /// Plain TCP.
+    Plain,
+    /// TLS; the handshake must finish within the given time.
+    Tls(Arc<CertStore>, Duration),
+}
+
 /// Accepts connections on `listener` until `stop` fires, then asks every open connection to finish its
 /// in-flight requests and close, and returns once they have.
 pub async fn serve<H: ConnHandler>(
     listener: TcpListener,
     builder: Arc<Builder<TokioExecutor>>,
-    proto: &'static str,
+    transport: Transport,
     metrics: Arc<Metrics>,
     handler: H,
     stop: CancellationToken,
@@ -92,25 +103,62 @@ pub async fn serve<H: ConnHandler>(
             },
         };
         let _ = stream.set_nodelay(true);
+        // The local address of the accepted socket: the real destination even on a wildcard listener.
+        let local = stream.local_addr().unwrap_or(local);
         let conn = ConnInfo {
             peer: canonical_peer(peer),
             local,
-            proto,
+            tls: None,
         };
-        let handler = handler.clone();
-        let service = service_fn(move |req| handler.call(conn, req));
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let watched = graceful.watch(connection);
-        let guard = metrics.connection_opened(family);
+        let (builder, handler, transport, metrics) = (
+            builder.clone(),
+            handler.clone(),
+            transport.clone(),
+            metrics.clone(),
+        );
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+            let _open = metrics.connection_opened(family);
+            match transport {
+                Transport::Plain => {
+                    serve_io(&builder, TokioIo::new(stream), conn, handler, watcher).await
+                }
+                Transport::Tls(store, timeout) => {
+                    match handshake(&store, stream, local, timeout, &metrics).await {
+                        Ok((tls, info)) => {
+                            let conn = ConnInfo {
+                                tls: Some(Arc::new(info)),
+                                ..conn
+                            };
+                            serve_io(&builder, TokioIo::new(tls), conn, handler, watcher).await;
+                        }
+                        Err(e) => {
+                            tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed")
+                        }
+                    }
+                }
             }
-            drop(guard);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Serves HTTP/1.1 or HTTP/2 (by preface) on one established connection.
+async fn serve_io<I, H>(
+    builder: &Builder<TokioExecutor>,
+    io: I,
+    conn: ConnInfo,
+    handler: H,
+    watcher: Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: ConnHandler,
+{
+    let peer = conn.peer;
+    let service = service_fn(move |req| handler.call(conn.clone(), req));
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    if let Err(e) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
 }

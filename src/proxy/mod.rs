@@ -22,6 +22,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::routing::{self, Table};
 use crate::telemetry::{AddrFamily, Metrics};
+use crate::tls::accept::TlsInfo;
+use crate::tls::CertStore;
 use crate::upstream::{ForwardError, ReclaimableBody, Upstreams};
 
 pub use error::text as error_response;
@@ -43,28 +45,35 @@ pub struct Shared {
     pub upgraded: TaskTracker,
     /// Fires when the drain period is over: upgraded connections close.
     pub drain_over: CancellationToken,
+    /// Certificates, when TLS listeners exist (also decides the HTTPS redirect).
+    pub certs: Option<Arc<CertStore>>,
 }
 
 /// What is known about one client connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client address, canonical (an IPv4-mapped IPv6 peer is shown as IPv4).
     pub peer: SocketAddr,
-    /// The local address of the listener socket.
+    /// The local address the client connected to.
     pub local: SocketAddr,
-    /// `http` or `https`.
-    pub proto: &'static str,
+    /// The TLS session, on TLS listeners.
+    pub tls: Option<Arc<TlsInfo>>,
+}
+
+impl ConnInfo {
+    /// `https` on TLS connections, else `http`.
+    pub fn proto(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 /// Canonical form of a peer address: `::ffff:a.b.c.d` becomes `a.b.c.d`.
 pub fn canonical_peer(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::from((v4, v6.port())),
-            None => addr,
-        },
-        v4 => v4,
-    }
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// Serves one request.
@@ -75,42 +84,78 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let host = request_host(&req).map(str::to_string);
-    let (resp, endpoint) = route_and_forward(&shared, conn, req, host.as_deref()).await;
+    // Cheap reference-counted clones (no copy of the text) kept for the access log.
+    let uri = req.uri().clone();
+    let host_header = req.headers().get(header::HOST).cloned();
+    let host = request_host(&uri, host_header.as_ref());
+    let (resp, endpoint) = route_and_forward(&shared, &conn, req, host).await;
     let status = resp.status();
     shared.metrics.request(AddrFamily::of(&conn.local), status);
     tracing::info!(
         target: "access",
         client = %conn.peer.ip(),
         method = %method,
-        host = host.as_deref().unwrap_or("-"),
-        path = %path,
+        host = host.unwrap_or("-"),
+        path = uri.path(),
         status = status.as_u16(),
-        upstream = %endpoint.map_or_else(|| "-".to_string(), |e| e.to_string()),
+        upstream = %DisplayOr(endpoint),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
     );
     Ok(resp)
 }
 
+/// Displays the value or `-`.
+struct DisplayOr<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for DisplayOr<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// The host the client asked for: the absolute-form or HTTP/2 authority, else the `Host` header
 /// (RFC 9112 section 3.2.2).
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    match req.uri().authority() {
+fn request_host<'a>(uri: &'a http::Uri, host_header: Option<&'a HeaderValue>) -> Option<&'a str> {
+    match uri.authority() {
         Some(a) => Some(a.as_str()),
-        None => req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok()),
+        None => host_header.and_then(|v| v.to_str().ok()),
     }
+}
+
+/// Whether the request is gRPC, whose clients need errors as `grpc-status`, not HTML or text pages.
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Whether the client asked for trailers (`TE: trailers`), which gRPC over HTTP/2 requires upstream.
+fn wants_trailers(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
 }
 
 async fn route_and_forward(
     shared: &Shared,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     mut req: Request<Incoming>,
     host: Option<&str>,
 ) -> (Response<ProxyBody>, Option<SocketAddr>) {
+    let grpc = is_grpc(&req);
+    let fail = |status: StatusCode, detail: &str| {
+        if grpc {
+            error::grpc(status, detail)
+        } else {
+            error_response(status, detail)
+        }
+    };
     if req.method() == Method::CONNECT {
         let mut resp = error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
         resp.headers_mut().insert(
@@ -130,13 +175,41 @@ async fn route_and_forward(
     let request_host = host.map_or(routing::RequestHost::Missing, |h| {
         routing::host::parse(h, &mut scratch)
     });
+
+    if let routing::RequestHost::Name(name) = request_host {
+        match &conn.tls {
+            None => {
+                if let Some(location) = https_redirect(shared, &table, name, &req) {
+                    return (error::redirect(&location), None);
+                }
+            }
+            Some(tls) => {
+                // RFC 9110 section 15.5.20: an HTTP/2 connection may be reused for another host only if
+                // the certificate covers it; otherwise the client must retry on a new connection.
+                if req.version() == Version::HTTP_2
+                    && tls.sni.as_deref() != Some(name)
+                    && !tls.cert.covers(name)
+                {
+                    return (
+                        fail(
+                            StatusCode::MISDIRECTED_REQUEST,
+                            "this connection's certificate does not cover the host",
+                        ),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
     let Some(backend) = table.lookup(&request_host, req.uri().path()) else {
         return (
-            error_response(StatusCode::NOT_FOUND, "no route for this host and path"),
+            fail(StatusCode::NOT_FOUND, "no route for this host and path"),
             None,
         );
     };
 
+    let te_trailers = wants_trailers(req.headers());
     let upgrade = hop::strip(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
@@ -150,13 +223,17 @@ async fn route_and_forward(
         &mut headers,
         &forwarded::ClientSide {
             client: conn.peer.ip(),
-            proto: conn.proto,
+            proto: conn.proto(),
             host,
             listener_port: conn.local.port(),
         },
     );
     if let Some(up) = upgrade.clone() {
         hop::restore_upgrade(&mut headers, up);
+    }
+    let http2 = backend.protocol().is_http2();
+    if http2 && te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     let head = crate::upstream::RequestHead {
         method: parts.method,
@@ -166,7 +243,11 @@ async fn route_and_forward(
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         headers,
-        version: Version::HTTP_11,
+        version: if http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        },
     };
     let (body, reclaim) = ReclaimableBody::new(body.map_err(BoxError::from));
     let result = shared
@@ -182,35 +263,28 @@ async fn route_and_forward(
         .await;
     match result {
         Ok((mut resp, endpoint)) => {
-            let upstream_upgrade = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 let offered = hop::strip(resp.headers_mut());
-                match (client_upgrade, offered) {
-                    (Some(client), Some(protocol)) => {
-                        hop::restore_upgrade(resp.headers_mut(), protocol);
-                        let upstream = hyper::upgrade::on(&mut resp);
-                        upgrade::splice(
-                            client,
-                            upstream,
-                            &shared.upgraded,
-                            shared.drain_over.clone(),
-                        );
-                        true
-                    }
-                    _ => false,
-                }
+                let (Some(client), Some(protocol)) = (client_upgrade, offered) else {
+                    tracing::warn!(%endpoint, "upstream answered 101 to a request that asked for no upgrade");
+                    return (
+                        fail(
+                            StatusCode::BAD_GATEWAY,
+                            "upstream switched protocols unexpectedly",
+                        ),
+                        Some(endpoint),
+                    );
+                };
+                hop::restore_upgrade(resp.headers_mut(), protocol);
+                let upstream = hyper::upgrade::on(&mut resp);
+                upgrade::splice(
+                    client,
+                    upstream,
+                    &shared.upgraded,
+                    shared.drain_over.clone(),
+                );
             } else {
                 hop::strip(resp.headers_mut());
-                true
-            };
-            if !upstream_upgrade {
-                tracing::warn!(%endpoint, "upstream answered 101 to a request that asked for no upgrade");
-                return (
-                    error_response(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream switched protocols unexpectedly",
-                    ),
-                    Some(endpoint),
-                );
             }
             (
                 resp.map(|b| b.map_err(BoxError::from).boxed()),
@@ -231,13 +305,27 @@ async fn route_and_forward(
                     (StatusCode::BAD_GATEWAY, "upstream connection failed")
                 }
             };
-            let endpoint = match &e {
-                ForwardError::Connect { endpoint, .. }
-                | ForwardError::Timeout { endpoint, .. }
-                | ForwardError::Upstream { endpoint, .. } => Some(*endpoint),
-                ForwardError::NoEndpoints { .. } => None,
-            };
-            (error_response(status, detail), endpoint)
+            (fail(status, detail), e.endpoint())
         }
     }
+}
+
+/// `https://host[:port]/path?query` when plain-HTTP requests for `host` must move to HTTPS: redirects are
+/// on, a TLS listener exists, and a certificate is selected by the host.
+fn https_redirect<B>(
+    shared: &Shared,
+    table: &Table,
+    host: &str,
+    req: &Request<B>,
+) -> Option<String> {
+    let port = table.https_redirect_port?;
+    let store = shared.certs.as_ref()?;
+    if !store.has_certificate_for(host) {
+        return None;
+    }
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    Some(match port {
+        443 => format!("https://{host}{path}"),
+        port => format!("https://{host}:{port}{path}"),
+    })
 }

@@ -25,6 +25,8 @@ pub struct Table {
     default_backend: Option<Arc<EndpointSet>>,
     /// Timeouts that apply to requests served by this table.
     pub timeouts: Timeouts,
+    /// Port of the first TLS listener when plain-HTTP requests for hosts with a certificate are redirected.
+    pub https_redirect_port: Option<u16>,
 }
 
 impl Table {
@@ -34,15 +36,14 @@ impl Table {
         let backends: HashMap<&str, Arc<EndpointSet>> = model
             .backends
             .iter()
-            .map(|(name, b)| {
-                (
-                    name.as_str(),
-                    Arc::new(EndpointSet::new(name, b.endpoints.clone())),
-                )
-            })
+            .map(|(name, b)| (name.as_str(), Arc::new(EndpointSet::for_backend(name, b))))
             .collect();
         let mut table = Table {
             timeouts: model.timeouts,
+            https_redirect_port: match (model.redirect_to_https, model.tls.is_empty()) {
+                (true, false) => model.listen_tls.first().map(|a| a.port()),
+                _ => None,
+            },
             default_backend: model
                 .default_backend
                 .as_deref()

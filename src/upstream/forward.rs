@@ -7,14 +7,20 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Builder, Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::reclaim::Reclaim;
 use super::{EndpointSet, ReclaimableBody};
-use crate::model::Timeouts;
+use crate::model::{Model, PemSource, Protocol, Timeouts};
 use crate::telemetry::Metrics;
+use crate::tls::client::client_config;
 
 /// Why a request could not be answered by an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -59,10 +65,21 @@ pub enum ForwardError {
     },
 }
 
-/// The shared upstream client: one keep-alive pool per endpoint address.
-#[derive(Clone)]
+type PlainClient = Client<HttpConnector, ReclaimableBody>;
+type TlsClient = Client<HttpsConnector<HttpConnector>, ReclaimableBody>;
+
+/// The clients for TLS upstreams verified against one CA bundle (or the system roots).
+struct TlsClients {
+    https: TlsClient,
+    h2: TlsClient,
+}
+
+/// The shared upstream clients: one keep-alive pool per endpoint address and protocol.
 pub struct Upstreams {
-    client: Client<HttpConnector, ReclaimableBody>,
+    http1: PlainClient,
+    h2c: PlainClient,
+    tls: ArcSwap<HashMap<Option<PemSource>, Arc<TlsClients>>>,
+    timeouts: Timeouts,
 }
 
 /// The parts of a request that every attempt reuses.
@@ -78,18 +95,83 @@ pub struct RequestHead {
 }
 
 impl Upstreams {
-    /// A client whose connect timeout and pool idle timeout come from `timeouts`.
+    /// Clients whose connect timeout and pool idle timeout come from `timeouts`.
     pub fn new(timeouts: &Timeouts) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeouts.connect));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(timeouts.idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
-        Upstreams { client }
+        Upstreams {
+            http1: client_builder(timeouts).build(tcp_connector(timeouts)),
+            h2c: client_builder(timeouts)
+                .http2_only(true)
+                .build(tcp_connector(timeouts)),
+            tls: ArcSwap::from_pointee(HashMap::new()),
+            timeouts: *timeouts,
+        }
+    }
+
+    /// Builds the TLS clients the backends of `model` need (reading their CA bundles), off the request
+    /// path. Returns one message per backend whose TLS client could not be built; its requests get 502.
+    pub fn prepare(&self, model: &Model) -> Vec<String> {
+        let mut errors = Vec::new();
+        let current = self.tls.load_full();
+        let mut next: HashMap<Option<PemSource>, Arc<TlsClients>> = HashMap::new();
+        for (name, backend) in model.backends.iter().filter(|(_, b)| b.protocol.is_tls()) {
+            if next.contains_key(&backend.ca) {
+                continue;
+            }
+            if let Some(existing) = current.get(&backend.ca) {
+                next.insert(backend.ca.clone(), existing.clone());
+                continue;
+            }
+            match client_config(backend.ca.as_ref()) {
+                Ok(config) => {
+                    let connector = |alpn_h2: bool| {
+                        let b = HttpsConnectorBuilder::new()
+                            .with_tls_config(config.clone())
+                            .https_only();
+                        let mut http = tcp_connector(&self.timeouts);
+                        http.enforce_http(false);
+                        if alpn_h2 {
+                            b.enable_http2().wrap_connector(http)
+                        } else {
+                            b.enable_http1().wrap_connector(http)
+                        }
+                    };
+                    let clients = TlsClients {
+                        https: client_builder(&self.timeouts).build(connector(false)),
+                        h2: client_builder(&self.timeouts)
+                            .http2_only(true)
+                            .build(connector(true)),
+                    };
+                    next.insert(backend.ca.clone(), Arc::new(clients));
+                }
+                Err(e) => errors.push(format!("backend {name:?}: {e}")),
+            }
+        }
+        self.tls.store(Arc::new(next));
+        errors
+    }
+
+    fn send(
+        &self,
+        set: &EndpointSet,
+        req: Request<ReclaimableBody>,
+    ) -> Result<ResponseFuture, String> {
+        Ok(match set.protocol() {
+            Protocol::Http1 => self.http1.request(req),
+            Protocol::H2c => self.h2c.request(req),
+            p @ (Protocol::Https | Protocol::H2) => {
+                let clients = self.tls.load();
+                let Some(c) = clients.get(set.ca()) else {
+                    return Err(
+                        "no TLS client for this backend (its CA bundle failed to load)".into(),
+                    );
+                };
+                if p == Protocol::H2 {
+                    c.h2.request(req)
+                } else {
+                    c.https.request(req)
+                }
+            }
+        })
     }
 
     /// Sends the request to `set`, trying the next endpoint when a connection cannot be established.
@@ -105,12 +187,20 @@ impl Upstreams {
     ) -> Result<(Response<Incoming>, SocketAddr), ForwardError> {
         let mut attempt = Some((body, reclaim));
         let mut last_connect_error = None;
-        for endpoint in set.attempt_order() {
+        for ep in set.attempt_order() {
+            let endpoint = ep.addr;
             let Some((body, reclaim)) = attempt.take() else {
                 break;
             };
-            let req = match build_request(&head, endpoint, body) {
-                Ok(r) => r,
+            let scheme = if set.protocol().is_tls() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            };
+            let sent = build_request(&head, scheme, ep.authority.clone(), body)
+                .and_then(|req| self.send(set, req));
+            let sent = match sent {
+                Ok(f) => f,
                 Err(reason) => {
                     return Err(ForwardError::Upstream {
                         backend: set.name().to_string(),
@@ -119,7 +209,7 @@ impl Upstreams {
                     })
                 }
             };
-            match tokio::time::timeout(response_timeout, self.client.request(req)).await {
+            match tokio::time::timeout(response_timeout, sent).await {
                 Ok(Ok(resp)) => return Ok((resp, endpoint)),
                 Ok(Err(e)) if e.is_connect() => {
                     metrics.upstream_connect_error(endpoint);
@@ -161,13 +251,12 @@ impl Upstreams {
 /// bracketed by `Display`), which the client turns into origin-form on the wire.
 fn build_request(
     head: &RequestHead,
-    endpoint: SocketAddr,
+    scheme: Scheme,
+    authority: Authority,
     body: ReclaimableBody,
 ) -> Result<Request<ReclaimableBody>, String> {
-    let authority = Authority::try_from(endpoint.to_string())
-        .map_err(|e| format!("endpoint {endpoint} is not a valid URI authority: {e}"))?;
     let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(scheme)
         .authority(authority)
         .path_and_query(head.path_and_query.clone())
         .build()
@@ -190,4 +279,32 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     s
+}
+
+fn tcp_connector(timeouts: &Timeouts) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeouts.connect));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    connector
+}
+
+fn client_builder(timeouts: &Timeouts) -> Builder {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.pool_idle_timeout(timeouts.idle)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new());
+    b
+}
+
+impl ForwardError {
+    /// The endpoint the error is about, if one was tried.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        match self {
+            ForwardError::Connect { endpoint, .. }
+            | ForwardError::Timeout { endpoint, .. }
+            | ForwardError::Upstream { endpoint, .. } => Some(*endpoint),
+            ForwardError::NoEndpoints { .. } => None,
+        }
+    }
 }

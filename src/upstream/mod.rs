@@ -5,6 +5,6 @@ mod balance;
 mod forward;
 mod reclaim;
 
-pub use balance::EndpointSet;
+pub use balance::{Endpoint, EndpointSet};
 pub use forward::{ForwardError, RequestHead, Upstreams};
 pub use reclaim::ReclaimableBody;
