@@ -16,7 +16,8 @@ pub fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
              write {suggestion:?}"
         ));
     }
-    if text.parse::<IpAddr>().is_ok() {
+    let unbracketed = text.trim_start_matches('[').trim_end_matches(']');
+    if unbracketed.parse::<IpAddr>().is_ok() {
         return Err(format!(
             "{text:?} has no port; write it as IP:PORT (IPv6 as [IP]:PORT)"
         ));

@@ -265,8 +265,9 @@ impl Validator<'_> {
                 Some(h) => match parse_host_rule(&h.value) {
                     Ok(m) => Some(m),
                     Err(message) => {
+                        // Keep validating the paths so every error in the file is reported at once.
                         self.error(h, message);
-                        continue;
+                        None
                     }
                 },
             };
@@ -319,6 +320,8 @@ impl Validator<'_> {
                 timeouts,
             })
         } else {
+            // Report in file order, whatever order the checks ran in.
+            self.errors.sort_by_key(|e| (e.line, e.column));
             Err(ConfigErrors(self.errors))
         }
     }
