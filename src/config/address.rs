@@ -22,6 +22,14 @@ pub fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
             "{text:?} has no port; write it as IP:PORT (IPv6 as [IP]:PORT)"
         ));
     }
+    if let Some((ip, port)) = text.rsplit_once(':') {
+        let ip = ip.trim_start_matches('[').trim_end_matches(']');
+        if ip.parse::<IpAddr>().is_ok() && port.parse::<u16>().is_err() {
+            return Err(format!(
+                "{text:?}: port {port:?} is not a number from 0 to 65535"
+            ));
+        }
+    }
     Err(format!(
         "{text:?} is not a valid socket address; write IP:PORT, e.g. \"127.0.0.1:8080\" or \"[fd00::5]:8080\" \
          (host names are not accepted)"
@@ -71,5 +79,13 @@ mod tests {
             .contains("\"localhost:80\""));
         assert!(parse_endpoint("10.0.0.1").unwrap_err().contains("no port"));
         assert!(parse_endpoint("[::1]").is_err());
+        let err = parse_endpoint("127.0.0.1:99999").unwrap_err();
+        assert!(
+            err.contains("port \"99999\" is not a number from 0 to 65535"),
+            "{err}"
+        );
+        assert!(parse_endpoint("[::1]:http")
+            .unwrap_err()
+            .contains("port \"http\""));
     }
 }

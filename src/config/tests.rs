@@ -56,7 +56,10 @@ fn endpoint_that_is_not_a_socket_address() {
         ("localhost:80", "host names are not accepted"),
         ("10.0.0.1", "no port"),
         ("[::1]", "no port"),
-        ("127.0.0.1:99999", "not a valid socket address"),
+        (
+            "127.0.0.1:99999",
+            "port \"99999\" is not a number from 0 to 65535",
+        ),
     ] {
         let e = error(&format!(
             "backends:\n  b:\n    endpoints: [\"{endpoint}\"]\n"
