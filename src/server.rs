@@ -60,16 +60,6 @@ impl Server {
         for e in upstreams.prepare(&model) {
             tracing::error!("{e}");
         }
-        let shared = Arc::new(Shared {
-            table: ArcSwap::from_pointee(Table::compile(&model)),
-            upstreams,
-            metrics: metrics.clone(),
-            upgraded: TaskTracker::new(),
-            drain_over: CancellationToken::new(),
-            certs: certs.clone(),
-        });
-        let health = Arc::new(Health::default());
-        let builder = Arc::new(listen::http_builder(&model.timeouts));
         let plain = listen::bind_all(&model.listen)?;
         let tls = match &certs {
             Some(store) if !model.listen_tls.is_empty() => listen::bind_all(&model.listen_tls)?
@@ -78,6 +68,21 @@ impl Server {
                 .collect(),
             _ => Vec::new(),
         };
+        // The HTTPS redirect names a port a TLS listener really has (port 0 is chosen at bind time).
+        let bound_tls: Vec<SocketAddr> = tls
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect();
+        let shared = Arc::new(Shared {
+            table: ArcSwap::from_pointee(compile(&model, &bound_tls)),
+            upstreams,
+            metrics: metrics.clone(),
+            upgraded: TaskTracker::new(),
+            drain_over: CancellationToken::new(),
+            certs: certs.clone(),
+        });
+        let health = Arc::new(Health::default());
+        let builder = Arc::new(listen::http_builder(&model.timeouts));
         let data = plain.into_iter().map(|l| (l, Transport::Plain)).chain(tls);
         let admin = match model.admin {
             Some(addr) => listen::bind_all(&[addr])?,
@@ -168,6 +173,7 @@ impl Server {
         Reloader {
             shared: self.shared.clone(),
             started_with: self.running.clone(),
+            tls_addrs: self.tls_addrs.clone(),
         }
     }
 
@@ -201,6 +207,7 @@ impl Server {
 pub struct Reloader {
     shared: Arc<Shared>,
     started_with: Model,
+    tls_addrs: Vec<SocketAddr>,
 }
 
 impl Reloader {
@@ -215,7 +222,9 @@ impl Reloader {
         if let Some(certs) = &self.shared.certs {
             certs.update(&model.tls);
         }
-        self.shared.table.store(Arc::new(Table::compile(model)));
+        self.shared
+            .table
+            .store(Arc::new(compile(model, &self.tls_addrs)));
     }
 
     /// Reads, validates and installs the file at `path`. A broken file is logged and counted, and the
@@ -257,6 +266,16 @@ impl Reloader {
             }
         }))
     }
+}
+
+/// Compiles `model`; the HTTPS redirect names the first bound TLS listener's port (listen addresses take
+/// effect only at start, and a configured port 0 is chosen at bind time).
+fn compile(model: &Model, tls_addrs: &[SocketAddr]) -> Table {
+    let mut table = Table::compile(model);
+    if table.https_redirect_port.is_some() {
+        table.https_redirect_port = tls_addrs.first().map(|a| a.port());
+    }
+    table
 }
 
 /// The configuration file and every certificate and key file it names.

@@ -2,6 +2,8 @@
 //! started in-process from a YAML file, a real hyper client, and polling with a deadline.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;

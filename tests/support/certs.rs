@@ -1,0 +1,128 @@
+//! Test certificates made with rcgen: a CA and leaves it signs (DNS names, wildcards, IP addresses),
+//! written as PEM files, and atomic replacement of those files for hot-swap tests.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
+
+/// A certificate authority that signs test leaves.
+pub struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A leaf certificate and its key.
+#[derive(Clone)]
+pub struct Leaf {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key, PEM (PKCS#8).
+    pub key_pem: String,
+    /// The certificate, DER: compare with what a handshake presented.
+    pub der: CertificateDer<'static>,
+}
+
+impl Ca {
+    /// A new self-signed CA with a fresh key.
+    pub fn new() -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "dualstack-ingress test CA");
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Ca { issuer }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// The CA certificate, DER.
+    pub fn der(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
+    /// A root store that trusts only this CA.
+    pub fn roots(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.der()).unwrap();
+        roots
+    }
+
+    /// Writes the CA certificate to `dir/ca.pem` and returns the path.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, self.pem()).unwrap();
+        path
+    }
+
+    /// A leaf for `names` (DNS names such as `app.test` or `*.wild.test`, or IP addresses such as
+    /// `127.0.0.1` and `::1`, which rcgen turns into IP address SANs), signed by this CA with a fresh key
+    /// (so a fresh serial: rcgen derives it from the public key).
+    pub fn leaf(&self, names: &[&str]) -> Leaf {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+}
+
+impl Default for Ca {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Leaf {
+    /// Writes `dir/<stem>.crt` and `dir/<stem>.key`; returns (cert path, key path).
+    pub fn write(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{stem}.crt"));
+        let key = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert, &self.cert_pem).unwrap();
+        std::fs::write(&key, &self.key_pem).unwrap();
+        (cert, key)
+    }
+
+    /// Replaces `dir/<stem>.crt` and `dir/<stem>.key` atomically, each written to a temporary file and
+    /// renamed over the old one (the key first, then the certificate).
+    pub fn replace(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{stem}.crt"));
+        let key = dir.join(format!("{stem}.key"));
+        replace_file(&key, self.key_pem.as_bytes());
+        replace_file(&cert, self.cert_pem.as_bytes());
+        (cert, key)
+    }
+}
+
+/// Replaces `path` with `contents` atomically: a temporary file in the same directory, then a rename.
+pub fn replace_file(path: &Path, contents: &[u8]) {
+    let name = path.file_name().unwrap().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
