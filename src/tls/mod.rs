@@ -14,7 +14,18 @@ use rustls::crypto::CryptoProvider;
 
 pub use store::{CertEntry, CertStore, TlsError};
 
-/// The crypto provider used everywhere (ring).
+#[cfg(not(feature = "aws-lc-rs"))]
+use rustls::crypto::ring as crypto;
+
+#[cfg(feature = "aws-lc-rs")]
+use rustls::crypto::aws_lc_rs as crypto;
+
+/// The crypto provider used everywhere: ring, or aws-lc-rs with the `aws-lc-rs` feature.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(crypto::default_provider())
+}
+
+/// A session-ticket producer from the same provider.
+pub fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
+    crypto::Ticketer::new()
 }

@@ -89,7 +89,7 @@ impl CertStore {
     pub fn new(certs: &[TlsCert]) -> Result<CertStore, TlsError> {
         let shared = Shared {
             sessions: ServerSessionMemoryCache::new(16 * 1024),
-            ticketer: rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Pem {
+            ticketer: super::ticketer().map_err(|e| TlsError::Pem {
                 source_name: "session ticketer".into(),
                 reason: e.to_string(),
             })?,
