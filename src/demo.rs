@@ -16,7 +16,8 @@ use crate::model::{Model, Timeouts};
 use crate::proxy::{ConnInfo, ProxyBody};
 use crate::telemetry::Metrics;
 
-/// Starts a demo upstream on every loopback endpoint of `model`; returns the addresses served.
+/// Starts a demo upstream on every loopback endpoint of `model`; returns the addresses served. An
+/// address whose family the host lacks is skipped with a warning, like every listener.
 pub fn start_for(model: &Model, stop: &CancellationToken) -> Result<Vec<SocketAddr>, BindError> {
     let mut addrs: Vec<SocketAddr> = model
         .backends
@@ -28,8 +29,17 @@ pub fn start_for(model: &Model, stop: &CancellationToken) -> Result<Vec<SocketAd
     addrs.dedup();
     let builder = Arc::new(listen::http_builder(&Timeouts::default()));
     let metrics = Arc::new(Metrics::new());
-    for &addr in &addrs {
-        let listener = listen::bind(addr)?;
+    let mut served = Vec::new();
+    for addr in addrs {
+        let listener = match listen::bind(addr) {
+            Ok(l) => l,
+            Err(e) if listen::family_unavailable(&e) => {
+                tracing::warn!(error = %e, "demo upstream: address family unavailable; skipping");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        served.push(addr);
         tokio::spawn(listen::serve(
             listener,
             builder.clone(),
@@ -39,7 +49,7 @@ pub fn start_for(model: &Model, stop: &CancellationToken) -> Result<Vec<SocketAd
             stop.clone(),
         ));
     }
-    Ok(addrs)
+    Ok(served)
 }
 
 async fn reply(conn: ConnInfo, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {

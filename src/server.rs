@@ -85,7 +85,12 @@ impl Server {
         let builder = Arc::new(listen::http_builder(&model.timeouts));
         let data = plain.into_iter().map(|l| (l, Transport::Plain)).chain(tls);
         let admin = match model.admin {
-            Some(addr) => listen::bind_all(&[addr])?,
+            // Like the data listeners, a missing address family is a warning, not a failure to start.
+            Some(addr) => match listen::bind_all(&[addr]) {
+                Ok(listeners) => listeners,
+                Err(e) if listen::family_unavailable(&e) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            },
             None => Vec::new(),
         };
         let stop_data = CancellationToken::new();
