@@ -26,6 +26,10 @@ struct Cli {
     /// Validate the configuration and exit: 0 when valid, 1 with every error as FILE:LINE:COLUMN: message.
     #[arg(long, requires = "config")]
     check: bool,
+    /// Worker threads (default: one per CPU). 1 runs the proxy on a single-threaded runtime, the
+    /// cheapest way to serve from one core (like nginx's `worker_processes 1`).
+    #[arg(long, value_name = "N", env = "DUALSTACK_INGRESS_THREADS")]
+    threads: Option<usize>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -37,7 +41,17 @@ fn main() -> ExitCode {
         return check(cli.config.as_deref().unwrap_or(std::path::Path::new("")));
     }
     telemetry::init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match cli.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.max(1))
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dualstack-ingress: cannot start the runtime: {e}");

@@ -13,19 +13,18 @@ pub use serve::{http_builder, serve, ConnHandler, Transport};
 
 /// A listen address that could not be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
+#[error("cannot listen on {addr}: {error}")]
 pub struct BindError {
     /// The address, as configured.
     pub addr: SocketAddr,
-    /// The OS error.
-    #[source]
-    pub source: io::Error,
+    /// The OS error (part of the message, so it is not repeated as a separate cause).
+    pub error: io::Error,
 }
 
 /// Binds one listening socket. IPv6 sockets get `IPV6_V6ONLY`, so `0.0.0.0:P` and `[::]:P` can both be
 /// bound and each family arrives on its own socket.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
-    let wrap = |source| BindError { addr, source };
+    let wrap = |error| BindError { addr, error };
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(wrap)?;
     if addr.is_ipv6() {
@@ -42,7 +41,7 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
 /// IPv4 address), as opposed to a real problem such as a port in use.
 pub fn family_unavailable(e: &BindError) -> bool {
     matches!(
-        e.source.raw_os_error(),
+        e.error.raw_os_error(),
         Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
     )
 }
