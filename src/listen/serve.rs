@@ -50,8 +50,8 @@ pub fn http_builder(timeouts: &Timeouts) -> Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read)
-        .max_buf_size(MAX_HEADER_BYTES)
-        .max_headers(256);
+        // hyper's default of 100 headers keeps its parser's header array on the stack; more get 431.
+        .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
