@@ -8,28 +8,9 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A configuration whose default backend `b` has `endpoints`.
-fn default_backend(endpoints: &[SocketAddr]) -> String {
-    format!(
-        "defaultBackend: b\nbackends:\n  b:\n    endpoints: [{}]\n",
-        quoted(endpoints)
-    )
-}
-
-/// `"a", "b"` for a YAML flow sequence (IPv6 bracketed by `SocketAddr`'s Display).
-fn quoted(endpoints: &[SocketAddr]) -> String {
-    endpoints
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+use tokio::net::TcpStream;
 
 /// The values of header `name` as the support upstream echoed them in its body (`name: value` lines).
 fn echoed_all(body: &str, name: &str) -> Vec<String> {
@@ -134,7 +115,7 @@ fn assert_short_text_error(seen: &Seen, want: StatusCode) {
 #[tokio::test]
 async fn ipv6_only_upstream_serves_clients_of_both_families() {
     let up6 = Upstream::start("[::1]:0").await;
-    let p = TestProxy::start(&default_backend(&[up6.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up6.addr])).await;
     for v6 in [false, true] {
         let seen = get(&p.url(v6, "/v6-only"), &[]).await;
         assert_eq!(seen.status, 200, "{}", seen.body);
@@ -151,7 +132,7 @@ async fn ipv6_only_upstream_serves_clients_of_both_families() {
 #[tokio::test]
 async fn ipv4_only_upstream_serves_clients_of_both_families() {
     let up4 = Upstream::start("127.0.0.1:0").await;
-    let p = TestProxy::start(&default_backend(&[up4.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up4.addr])).await;
     for v6 in [false, true] {
         let seen = get(&p.url(v6, "/v4-only"), &[]).await;
         assert_eq!(seen.status, 200, "{}", seen.body);
@@ -164,7 +145,7 @@ async fn ipv4_only_upstream_serves_clients_of_both_families() {
 async fn sequential_requests_spread_over_upstreams_of_both_families() {
     let up4 = Upstream::start("127.0.0.1:0").await;
     let up6 = Upstream::start("[::1]:0").await;
-    let p = TestProxy::start(&default_backend(&[up4.addr, up6.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up4.addr, up6.addr])).await;
     let mut answered_by = Vec::new();
     for i in 0..10 {
         // One request at a time, alternating client families.
@@ -185,7 +166,7 @@ async fn ipv4_mapped_ipv6_endpoint_is_reachable() {
     let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", up4.addr.port())
         .parse()
         .unwrap();
-    let p = TestProxy::start(&default_backend(&[mapped])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[mapped])).await;
     for v6 in [false, true] {
         let seen = get(&p.url(v6, "/mapped"), &[]).await;
         assert_eq!(seen.status, 200, "{}", seen.body);
@@ -199,7 +180,7 @@ async fn ipv4_mapped_ipv6_endpoint_is_reachable() {
 #[tokio::test]
 async fn ipv4_client_gets_ipv4_forwarding_headers() {
     let up = Upstream::start("[::1]:0").await;
-    let p = TestProxy::start(&default_backend(&[up.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up.addr])).await;
     let seen = get(&p.url(false, "/hdr"), &[]).await;
     assert_eq!(seen.status, 200, "{}", seen.body);
     let b = &seen.body;
@@ -218,7 +199,7 @@ async fn ipv4_client_gets_ipv4_forwarding_headers() {
 #[tokio::test]
 async fn ipv6_client_gets_bare_xff_and_bracketed_quoted_forwarded() {
     let up = Upstream::start("127.0.0.1:0").await;
-    let p = TestProxy::start(&default_backend(&[up.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up.addr])).await;
     let seen = get(&p.url(true, "/hdr"), &[]).await;
     assert_eq!(seen.status, 200, "{}", seen.body);
     let b = &seen.body;
@@ -237,7 +218,7 @@ async fn ipv6_client_gets_bare_xff_and_bracketed_quoted_forwarded() {
 #[tokio::test]
 async fn existing_x_forwarded_for_is_appended_to() {
     let up = Upstream::start("127.0.0.1:0").await;
-    let p = TestProxy::start(&default_backend(&[up.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up.addr])).await;
     let seen = get(&p.url(false, "/"), &[("x-forwarded-for", "1.2.3.4")]).await;
     assert_eq!(echoed(&seen.body, "x-forwarded-for"), "1.2.3.4, 127.0.0.1");
     let seen = get(&p.url(true, "/"), &[("x-forwarded-for", "2001:db8::7")]).await;
@@ -277,7 +258,7 @@ async fn client_host_header_reaches_upstream_unchanged() {
 #[tokio::test]
 async fn query_string_reaches_upstream_unchanged() {
     let up = Upstream::start("[::1]:0").await;
-    let p = TestProxy::start(&default_backend(&[up.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up.addr])).await;
     let pq = "/search/a%2Fb?q=a%20b+c&x=1&x=2&empty=&path=%2Fetc%2F&flag";
     for v6 in [false, true] {
         let seen = get(&p.url(v6, pq), &[]).await;
@@ -321,7 +302,7 @@ async fn absolute_form_target_is_routed_by_its_authority_and_sent_in_origin_form
 #[tokio::test]
 async fn hop_by_hop_request_headers_do_not_reach_upstream() {
     let up = Upstream::start("127.0.0.1:0").await;
-    let p = TestProxy::start(&default_backend(&[up.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up.addr])).await;
     for addr in [p.v4, p.v6] {
         let resp = raw_exchange(
             addr,
@@ -352,38 +333,24 @@ async fn hop_by_hop_request_headers_do_not_reach_upstream() {
 
 /// An upstream that answers every request with hop-by-hop headers next to a normal one.
 async fn hop_header_upstream(bind: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind(bind).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = service_fn(|_req: Request<Incoming>| async {
-                    let resp = Response::builder()
-                        .header("connection", "x-resp-drop")
-                        .header("x-resp-drop", "1")
-                        .header("keep-alive", "timeout=5")
-                        .header("proxy-connection", "keep-alive")
-                        .header("x-resp-normal", "kept")
-                        .body(Full::new(Bytes::from_static(b"hop response")))
-                        .unwrap();
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, task)
+    spawn_http1_upstream(bind, |_req: Request<Incoming>| async {
+        let resp = Response::builder()
+            .header("connection", "x-resp-drop")
+            .header("x-resp-drop", "1")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-connection", "keep-alive")
+            .header("x-resp-normal", "kept")
+            .body(Full::new(Bytes::from_static(b"hop response")))
+            .unwrap();
+        Ok::<_, Infallible>(resp)
+    })
+    .await
 }
 
 #[tokio::test]
 async fn hop_by_hop_response_headers_do_not_reach_client() {
     let (up, task) = hop_header_upstream("[::1]:0").await;
-    let p = TestProxy::start(&default_backend(&[up])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up])).await;
     for v6 in [false, true] {
         let seen = get(&p.url(v6, "/"), &[]).await;
         assert_eq!(seen.status, 200, "{}", seen.body);
@@ -419,7 +386,7 @@ async fn backend_without_endpoints_gets_503() {
 
 #[tokio::test]
 async fn all_endpoints_dead_gets_502() {
-    let p = TestProxy::start(&default_backend(&[dead_addr(false), dead_addr(true)])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[dead_addr(false), dead_addr(true)])).await;
     for v6 in [false, true] {
         let seen = get(&p.url(v6, "/"), &[]).await;
         assert_short_text_error(&seen, StatusCode::BAD_GATEWAY);
@@ -429,7 +396,7 @@ async fn all_endpoints_dead_gets_502() {
 #[tokio::test]
 async fn dead_endpoint_is_skipped_and_every_get_succeeds() {
     let live = Upstream::start("127.0.0.1:0").await;
-    let p = TestProxy::start(&default_backend(&[dead_addr(true), live.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[dead_addr(true), live.addr])).await;
     for i in 0..6 {
         let seen = get(&p.url(i % 2 == 0, "/retry"), &[]).await;
         assert_eq!(seen.status, 200, "request {i}: {}", seen.body);
@@ -441,7 +408,7 @@ async fn dead_endpoint_is_skipped_and_every_get_succeeds() {
 #[tokio::test]
 async fn post_body_arrives_intact_when_first_endpoint_is_dead() {
     let live = Upstream::start("[::1]:0").await;
-    let p = TestProxy::start(&default_backend(&[dead_addr(false), live.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[dead_addr(false), live.addr])).await;
     let c = client();
     // Round robin starts every other request at the dead endpoint, so some of these must be retried.
     for i in 0..4 {
@@ -462,7 +429,7 @@ async fn slow_upstream_gets_504() {
     let up = Upstream::start("127.0.0.1:0").await;
     let p = TestProxy::start(&format!(
         "{}timeouts: {{response: 200ms}}\n",
-        default_backend(&[up.addr])
+        default_backend_yaml(&[up.addr])
     ))
     .await;
     for v6 in [false, true] {
@@ -496,7 +463,7 @@ async fn unmatched_host_or_path_without_default_backend_gets_404() {
 #[tokio::test]
 async fn connect_method_is_refused_with_405_and_never_forwarded() {
     let up = Upstream::start("127.0.0.1:0").await;
-    let p = TestProxy::start(&default_backend(&[up.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up.addr])).await;
     for addr in [p.v4, p.v6] {
         let resp = raw_exchange(
             addr,
@@ -512,7 +479,7 @@ async fn connect_method_is_refused_with_405_and_never_forwarded() {
 #[tokio::test]
 async fn request_head_over_64_kib_gets_431_and_is_not_forwarded() {
     let up = Upstream::start("127.0.0.1:0").await;
-    let p = TestProxy::start(&default_backend(&[up.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up.addr])).await;
     let big = "a".repeat(70_000);
     for addr in [p.v4, p.v6] {
         let req = format!("GET /big HTTP/1.1\r\nHost: big.test\r\nx-big: {big}\r\n\r\n");
@@ -530,7 +497,7 @@ async fn request_head_over_64_kib_gets_431_and_is_not_forwarded() {
 #[tokio::test]
 async fn garbage_request_line_gets_400() {
     let up = Upstream::start("127.0.0.1:0").await;
-    let p = TestProxy::start(&default_backend(&[up.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up.addr])).await;
     for addr in [p.v4, p.v6] {
         let resp = raw_exchange(addr, b"NOT HTTP\r\n\r\n".to_vec()).await;
         assert_eq!(raw_status(&resp), 400, "{resp}");
@@ -544,7 +511,7 @@ async fn garbage_request_line_gets_400() {
 async fn h2c_prior_knowledge_clients_work_on_both_families() {
     let up4 = Upstream::start("127.0.0.1:0").await;
     let up6 = Upstream::start("[::1]:0").await;
-    let p = TestProxy::start(&default_backend(&[up4.addr, up6.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up4.addr, up6.addr])).await;
     let c = h2c_client();
     for v6 in [false, true] {
         let resp = c
@@ -574,7 +541,7 @@ async fn h2c_prior_knowledge_clients_work_on_both_families() {
 #[tokio::test]
 async fn curl_over_ipv6_gets_a_proxied_answer() {
     let up = Upstream::start("127.0.0.1:0").await;
-    let p = TestProxy::start(&default_backend(&[up.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up.addr])).await;
     let url = format!("http://[::1]:{}/from/curl?x=1", p.v6.port());
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "-g", "-i", "--max-time", "10", &url])
@@ -620,7 +587,7 @@ async fn admin_on_ipv6_serves_health_and_counts_requests_by_family() {
     let up = Upstream::start("127.0.0.1:0").await;
     let p = TestProxy::start(&format!(
         "admin: \"[::1]:0\"\n{}",
-        default_backend(&[up.addr])
+        default_backend_yaml(&[up.addr])
     ))
     .await;
     let admin = p.server().admin_addr().expect("admin listener is bound");

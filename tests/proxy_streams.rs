@@ -12,12 +12,10 @@ use http_body::Frame;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use support::*;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -25,15 +23,6 @@ use tokio_tungstenite::tungstenite::Message;
 const LIMIT: Duration = Duration::from_secs(10);
 
 type TestBody = BoxBody<Bytes, Infallible>;
-
-fn default_backend(endpoints: &[SocketAddr]) -> String {
-    let list = endpoints
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("defaultBackend: b\nbackends:\n  b:\n    endpoints: [{list}]\n")
-}
 
 /// A body of unknown length fed from a channel: each message is one data frame.
 fn channel_body(rx: mpsc::Receiver<Bytes>) -> TestBody {
@@ -78,37 +67,13 @@ async fn next_data(body: &mut Incoming) -> Option<Bytes> {
     }
 }
 
-/// Serves `handler` with HTTP/1.1 on `bind`.
-async fn spawn_upstream<F, Fut>(bind: &str, handler: F) -> (SocketAddr, tokio::task::JoinHandle<()>)
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Response<TestBody>, Infallible>> + Send + 'static,
-{
-    let listener = TcpListener::bind(bind).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service_fn(handler))
-                    .await;
-            });
-        }
-    });
-    (addr, task)
-}
-
 // ----- large and chunked bodies -----
 
 #[tokio::test]
 async fn five_mib_post_is_echoed_byte_identical_over_both_families() {
     let up4 = Upstream::start("127.0.0.1:0").await;
     let up6 = Upstream::start("[::1]:0").await;
-    let p = TestProxy::start(&default_backend(&[up4.addr, up6.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up4.addr, up6.addr])).await;
     let payload = Bytes::from(pattern(5 * 1024 * 1024));
     let c = client();
     for v6 in [false, true, false, true] {
@@ -134,7 +99,7 @@ async fn five_mib_post_is_echoed_byte_identical_over_both_families() {
 #[tokio::test]
 async fn chunked_request_body_is_echoed_intact_as_a_chunked_response() {
     let up = Upstream::start("[::1]:0").await;
-    let p = TestProxy::start(&default_backend(&[up.addr])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up.addr])).await;
     let c = streaming_client();
     for v6 in [false, true] {
         let chunks: Vec<Bytes> = (0..50)
@@ -186,7 +151,7 @@ async fn chunked_request_body_is_echoed_intact_as_a_chunked_response() {
 async fn request_body_reaches_upstream_before_the_client_finishes_it() {
     // The upstream reports the first chunk it reads, then echoes the rest of the body.
     let (first_tx, mut first_rx) = mpsc::channel::<Bytes>(4);
-    let (up, task) = spawn_upstream("127.0.0.1:0", move |req: Request<Incoming>| {
+    let (up, task) = spawn_http1_upstream("127.0.0.1:0", move |req: Request<Incoming>| {
         let first_tx = first_tx.clone();
         async move {
             let mut body = req.into_body();
@@ -201,7 +166,7 @@ async fn request_body_reaches_upstream_before_the_client_finishes_it() {
         }
     })
     .await;
-    let p = TestProxy::start(&default_backend(&[up])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[up])).await;
     let c = streaming_client();
     for v6 in [false, true] {
         let (tx, rx) = mpsc::channel(4);
@@ -240,7 +205,7 @@ async fn gated_upstream(
 ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (release_tx, release_rx) = oneshot::channel::<()>();
     let release = Arc::new(Mutex::new(Some(release_rx)));
-    let (addr, task) = spawn_upstream(bind, move |_req: Request<Incoming>| {
+    let (addr, task) = spawn_http1_upstream(bind, move |_req: Request<Incoming>| {
         let release = release.clone();
         async move {
             let (tx, rx) = mpsc::channel(4);
@@ -264,7 +229,7 @@ async fn gated_upstream(
 async fn first_response_chunk_reaches_client_before_upstream_finishes() {
     for (client_v6, upstream_bind) in [(false, "[::1]:0"), (true, "127.0.0.1:0")] {
         let (up, release, task) = gated_upstream(upstream_bind, "first chunk;", "the rest.").await;
-        let p = TestProxy::start(&default_backend(&[up])).await;
+        let p = TestProxy::start(&default_backend_yaml(&[up])).await;
         let resp = tokio::time::timeout(
             LIMIT,
             client().request(
@@ -296,37 +261,28 @@ async fn first_response_chunk_reaches_client_before_upstream_finishes() {
 
 /// A WebSocket echo server: every text or binary message is sent back unchanged.
 async fn websocket_echo_upstream(bind: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind(bind).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() || msg.is_binary() {
-                        if ws.send(msg).await.is_err() {
-                            break;
-                        }
-                    } else if msg.is_close() {
-                        break;
-                    }
+    spawn_server(bind, |stream| async move {
+        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+            return;
+        };
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() || msg.is_binary() {
+                if ws.send(msg).await.is_err() {
+                    break;
                 }
-            });
+            } else if msg.is_close() {
+                break;
+            }
         }
-    });
-    (addr, task)
+    })
+    .await
 }
 
 #[tokio::test]
 async fn websocket_upgrade_is_spliced_through_on_both_families() {
     let (ws4, task4) = websocket_echo_upstream("127.0.0.1:0").await;
     let (ws6, task6) = websocket_echo_upstream("[::1]:0").await;
-    let p = TestProxy::start(&default_backend(&[ws4, ws6])).await;
+    let p = TestProxy::start(&default_backend_yaml(&[ws4, ws6])).await;
     // Two connections per client family, so round robin takes each client family to both upstreams.
     for (i, v6) in [false, false, true, true].into_iter().enumerate() {
         let addr = if v6 { p.v6 } else { p.v4 };

@@ -292,10 +292,16 @@ fn tcp_connector(timeouts: &Timeouts) -> HttpConnector {
 fn client_builder(timeouts: &Timeouts) -> Builder {
     let mut b = Client::builder(TokioExecutor::new());
     b.pool_idle_timeout(timeouts.idle)
+        // Enough warm connections per endpoint for heavy keep-alive traffic, without keeping one for
+        // every request of a past burst (each idle connection holds its buffers).
+        .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new());
     b
 }
+
+/// Idle keep-alive connections kept per upstream endpoint.
+pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
 impl ForwardError {
     /// The endpoint the error is about, if one was tried.

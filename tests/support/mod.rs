@@ -22,6 +22,59 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+/// Accepts connections on `bind` and runs `serve` on each in its own task, until the handle is aborted.
+pub async fn spawn_server<F, Fut>(bind: &str, serve: F) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(bind.parse::<SocketAddr>().unwrap())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(serve(stream));
+        }
+    });
+    (addr, task)
+}
+
+/// Serves `handler` with HTTP/1.1 (upgrades allowed) on `bind`.
+pub async fn spawn_http1_upstream<F, Fut, B>(
+    bind: &str,
+    handler: F,
+) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    spawn_server(bind, move |stream| {
+        let handler = handler.clone();
+        async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service_fn(handler))
+                .with_upgrades()
+                .await;
+        }
+    })
+    .await
+}
+
+/// A configuration whose default backend `b` has `endpoints` (IPv6 bracketed by `SocketAddr`'s Display).
+pub fn default_backend_yaml(endpoints: &[SocketAddr]) -> String {
+    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        "defaultBackend: b\nbackends:\n  b:\n    endpoints: [{}]\n",
+        list.join(", ")
+    )
+}
+
 /// A real HTTP/1.1 upstream on a loopback address.
 ///
 /// Behaviour by path:
@@ -48,30 +101,23 @@ impl Drop for Upstream {
 impl Upstream {
     /// Starts one on `bind` (e.g. `"127.0.0.1:0"` or `"[::1]:0"`).
     pub async fn start(bind: &str) -> Upstream {
-        let listener = TcpListener::bind(bind.parse::<SocketAddr>().unwrap())
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        respond(addr, req)
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
+        let (addr, task) = spawn_server(bind, move |stream| {
+            let counter = counter.clone();
+            async move {
+                let local = stream.local_addr().unwrap();
+                let svc = service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    respond(local, req)
                 });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
             }
-        });
+        })
+        .await;
         Upstream { addr, hits, task }
     }
 
