@@ -186,3 +186,75 @@ async fn dead_backend_gives_grpc_status_unavailable() {
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     }
 }
+
+/// Connects every channel to `addr` over TLS (SNI `app.test`, ALPN h2), trusting only `roots`.
+#[derive(Clone)]
+struct TlsConnector {
+    addr: SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl tower_service::Service<http::Uri> for TlsConnector {
+    type Response = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let (addr, config) = (self.addr, self.config.clone());
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let name = rustls::pki_types::ServerName::try_from("app.test").unwrap();
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok(TokioIo::new(tls))
+        })
+    }
+}
+
+#[tokio::test]
+async fn unary_calls_over_tls_http2_on_both_families() {
+    let ca = support::certs::Ca::new();
+    let leaf = ca.leaf(&["app.test"]);
+    let up6 = grpc_upstream("[::1]:0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = leaf.write(dir.path(), "app");
+    let yaml = format!(
+        "listenTls: [\"127.0.0.1:0\", \"[::1]:0\"]\ntls:\n  - hosts: [\"app.test\"]\n    cert: \"{}\"\n    key: \"{}\"\n{}",
+        cert.display(),
+        key.display(),
+        backend_yaml(&[up6])
+    );
+    let p = TestProxy::start(&yaml).await;
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(ca.roots())
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = std::sync::Arc::new(config);
+    for &addr in p.server().tls_addrs() {
+        let channel = tonic::transport::Endpoint::from_static("http://app.test")
+            .connect_with_connector(TlsConnector {
+                addr,
+                config: config.clone(),
+            })
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        let text = unary(&mut grpc, &format!("over TLS to {addr}"))
+            .await
+            .unwrap();
+        assert_eq!(text, format!("over TLS to {addr} via {up6}"));
+    }
+    assert_eq!(p.server().tls_addrs().len(), 2);
+}
