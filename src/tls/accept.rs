@@ -37,7 +37,9 @@ pub async fn handshake(
             .client_hello()
             .server_name()
             .map(|n| n.trim_end_matches('.').to_ascii_lowercase().into());
-        let cert = store.select(sni.as_deref(), local.ip());
+        let cert = store
+            .select(sni.as_deref(), local.ip())
+            .ok_or_else(|| io::Error::other("no TLS certificate loaded"))?;
         let tls = start.into_stream(cert.config.clone()).await?;
         Ok::<_, io::Error>((tls, TlsInfo { sni, cert }))
     })

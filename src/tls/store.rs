@@ -146,7 +146,7 @@ impl CertStore {
 
     /// The certificate for a handshake: by SNI name (exact, then one-label wildcard), else by the local
     /// address the client connected to (clients send no SNI for IP literals), else the default.
-    pub fn select(&self, sni: Option<&str>, local_ip: IpAddr) -> Arc<CertEntry> {
+    pub fn select(&self, sni: Option<&str>, local_ip: IpAddr) -> Option<Arc<CertEntry>> {
         let table = self.table.load();
         let by_name = sni.and_then(|name| {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
@@ -159,7 +159,8 @@ impl CertStore {
         let index = by_name
             .or_else(|| table.ip.get(&local_ip).copied())
             .unwrap_or(0);
-        table.entries[index.min(table.entries.len() - 1)].clone()
+        // The table is never empty (there is always a default), but a handshake must not panic if it were.
+        table.entries.get(index).or(table.entries.first()).cloned()
     }
 
     /// Whether some configured certificate is selected by the DNS name `host` (lower case), for the
