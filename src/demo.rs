@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use crate::listen::{self, BindError};
 use crate::model::{Model, Timeouts};
 use crate::proxy::{ConnInfo, ProxyBody};
-use crate::telemetry::Metrics;
 
 /// Starts a demo upstream on every loopback endpoint of `model`; returns the addresses served. An
 /// address whose family the host lacks is skipped with a warning, like every listener.
@@ -28,7 +27,6 @@ pub fn start_for(model: &Model, stop: &CancellationToken) -> Result<Vec<SocketAd
     addrs.sort();
     addrs.dedup();
     let builder = Arc::new(listen::http_builder(&Timeouts::default()));
-    let metrics = Arc::new(Metrics::new());
     let mut served = Vec::new();
     for addr in addrs {
         let listener = match listen::bind(addr) {
@@ -44,7 +42,7 @@ pub fn start_for(model: &Model, stop: &CancellationToken) -> Result<Vec<SocketAd
             listener,
             builder.clone(),
             crate::listen::Transport::Plain,
-            metrics.clone(),
+            None,
             reply,
             stop.clone(),
         ));

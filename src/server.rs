@@ -62,28 +62,9 @@ impl Server {
         }
         let plain = listen::bind_all(&model.listen)?;
         let tls = match &certs {
-            Some(store) if !model.listen_tls.is_empty() => listen::bind_all(&model.listen_tls)?
-                .into_iter()
-                .map(|l| (l, Transport::Tls(store.clone(), model.timeouts.header_read)))
-                .collect(),
-            _ => Vec::new(),
+            Some(_) => listen::bind_all(&model.listen_tls)?,
+            None => Vec::new(),
         };
-        // The HTTPS redirect names a port a TLS listener really has (port 0 is chosen at bind time).
-        let bound_tls: Vec<SocketAddr> = tls
-            .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
-            .collect();
-        let shared = Arc::new(Shared {
-            table: ArcSwap::from_pointee(compile(&model, &bound_tls)),
-            upstreams,
-            metrics: metrics.clone(),
-            upgraded: TaskTracker::new(),
-            drain_over: CancellationToken::new(),
-            certs: certs.clone(),
-        });
-        let health = Arc::new(Health::default());
-        let builder = Arc::new(listen::http_builder(&model.timeouts));
-        let data = plain.into_iter().map(|l| (l, Transport::Plain)).chain(tls);
         let admin = match model.admin {
             // Like the data listeners, a missing address family is a warning, not a failure to start.
             Some(addr) => match listen::bind_all(&[addr]) {
@@ -93,38 +74,55 @@ impl Server {
             },
             None => Vec::new(),
         };
+        let bound = |ls: &[tokio::net::TcpListener]| -> Vec<SocketAddr> {
+            ls.iter().filter_map(|l| l.local_addr().ok()).collect()
+        };
+        let (data_addrs, tls_addrs) = (bound(&plain), bound(&tls));
+        let admin_addr = bound(&admin).first().copied();
+        let shared = Arc::new(Shared {
+            // The HTTPS redirect names the port a TLS listener really has (port 0 is chosen at bind time).
+            table: ArcSwap::from_pointee(compile(&model, &tls_addrs)),
+            upstreams,
+            metrics: metrics.clone(),
+            upgraded: TaskTracker::new(),
+            drain_over: CancellationToken::new(),
+            certs: certs.clone(),
+        });
+        let health = Arc::new(Health::default());
+        let builder = Arc::new(listen::http_builder(&model.timeouts));
         let stop_data = CancellationToken::new();
         let stop_admin = CancellationToken::new();
-        let mut data_addrs = Vec::new();
+        let mut data: Vec<_> = plain.into_iter().map(|l| (l, Transport::Plain)).collect();
+        if let Some(store) = certs {
+            let timeout = model.timeouts.header_read;
+            data.extend(
+                tls.into_iter()
+                    .map(|l| (l, Transport::Tls(store.clone(), timeout))),
+            );
+        }
         let mut data_loops = JoinSet::new();
-        let mut tls_addrs = Vec::new();
         for (l, transport) in data {
-            match transport {
-                Transport::Plain => data_addrs.extend(l.local_addr().ok()),
-                Transport::Tls(..) => tls_addrs.extend(l.local_addr().ok()),
-            }
             let s = shared.clone();
             let handler = move |conn, req| proxy::handle(s.clone(), conn, req);
             data_loops.spawn(listen::serve(
                 l,
                 builder.clone(),
                 transport,
-                metrics.clone(),
+                Some(metrics.clone()),
                 handler,
                 stop_data.clone(),
             ));
         }
-        let mut admin_addr = None;
         let mut admin_loops = JoinSet::new();
         for l in admin {
-            admin_addr = l.local_addr().ok();
             let (h, m) = (health.clone(), metrics.clone());
             let handler = move |conn, req| admin::handle(h.clone(), m.clone(), conn, req);
+            // Admin connections are not counted as client connections.
             admin_loops.spawn(listen::serve(
                 l,
                 builder.clone(),
                 Transport::Plain,
-                metrics.clone(),
+                None,
                 handler,
                 stop_admin.clone(),
             ));

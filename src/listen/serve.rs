@@ -76,7 +76,7 @@ pub async fn serve<H: ConnHandler>(
     listener: TcpListener,
     builder: Arc<Builder<TokioExecutor>>,
     transport: Transport,
-    metrics: Arc<Metrics>,
+    metrics: Option<Arc<Metrics>>,
     handler: H,
     stop: CancellationToken,
 ) {
@@ -118,13 +118,13 @@ pub async fn serve<H: ConnHandler>(
         );
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _open = metrics.connection_opened(family);
+            let _open = metrics.as_deref().map(|m| m.connection_opened(family));
             match transport {
                 Transport::Plain => {
                     serve_io(&builder, TokioIo::new(stream), conn, handler, watcher).await
                 }
                 Transport::Tls(store, timeout) => {
-                    match handshake(&store, stream, local, timeout, &metrics).await {
+                    match handshake(&store, stream, local, timeout, metrics.as_deref()).await {
                         Ok((tls, info)) => {
                             let conn = ConnInfo {
                                 tls: Some(Arc::new(info)),

@@ -22,13 +22,13 @@ pub struct TlsInfo {
 }
 
 /// Runs the handshake on `stream` within `timeout`, choosing the certificate from `store` by SNI and by
-/// the local address `local`; counts the result in `metrics`.
+/// the local address `local`; counts the result in `metrics`, if given.
 pub async fn handshake(
     store: &CertStore,
     stream: TcpStream,
     local: SocketAddr,
     timeout: Duration,
-    metrics: &Metrics,
+    metrics: Option<&Metrics>,
 ) -> io::Result<(TlsStream<TcpStream>, TlsInfo)> {
     let family = AddrFamily::of(&local);
     let result = tokio::time::timeout(timeout, async {
@@ -64,9 +64,15 @@ pub async fn handshake(
                 Some(_) => "other",
                 None => "none",
             };
-            metrics.tls_handshake(family, "ok", version, alpn);
+            if let Some(m) = metrics {
+                m.tls_handshake(family, "ok", version, alpn);
+            }
         }
-        Err(_) => metrics.tls_handshake(family, "failed", "none", "none"),
+        Err(_) => {
+            if let Some(m) = metrics {
+                m.tls_handshake(family, "failed", "none", "none");
+            }
+        }
     }
     result
 }
