@@ -24,7 +24,7 @@ use crate::routing::{self, Table};
 use crate::telemetry::{AddrFamily, Metrics};
 use crate::tls::accept::TlsInfo;
 use crate::tls::CertStore;
-use crate::upstream::{ForwardError, ReclaimableBody, Upstreams};
+use crate::upstream::{ForwardError, Upstreams};
 
 pub use error::text as error_response;
 
@@ -177,28 +177,8 @@ async fn route_and_forward(
     });
 
     if let routing::RequestHost::Name(name) = request_host {
-        match &conn.tls {
-            None => {
-                if let Some(location) = https_redirect(shared, &table, name, &req) {
-                    return (error::redirect(&location), None);
-                }
-            }
-            Some(tls) => {
-                // RFC 9110 section 15.5.20: an HTTP/2 connection may be reused for another host only if
-                // the certificate covers it; otherwise the client must retry on a new connection.
-                if req.version() == Version::HTTP_2
-                    && tls.sni.as_deref() != Some(name)
-                    && !tls.cert.covers(name)
-                {
-                    return (
-                        fail(
-                            StatusCode::MISDIRECTED_REQUEST,
-                            "this connection's certificate does not cover the host",
-                        ),
-                        None,
-                    );
-                }
-            }
+        if let Some(resp) = redirect_or_misdirected(shared, conn, &table, name, &req, fail) {
+            return (resp, None);
         }
     }
 
@@ -249,48 +229,21 @@ async fn route_and_forward(
             Version::HTTP_11
         },
     };
-    let (body, reclaim) = ReclaimableBody::new(body.map_err(BoxError::from));
     let result = shared
         .upstreams
         .forward(
             head,
-            body,
-            reclaim,
+            body.map_err(BoxError::from),
             backend,
             table.timeouts.response,
             &shared.metrics,
         )
         .await;
     match result {
-        Ok((mut resp, endpoint)) => {
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                let offered = hop::strip(resp.headers_mut());
-                let (Some(client), Some(protocol)) = (client_upgrade, offered) else {
-                    tracing::warn!(%endpoint, "upstream answered 101 to a request that asked for no upgrade");
-                    return (
-                        fail(
-                            StatusCode::BAD_GATEWAY,
-                            "upstream switched protocols unexpectedly",
-                        ),
-                        Some(endpoint),
-                    );
-                };
-                hop::restore_upgrade(resp.headers_mut(), protocol);
-                let upstream = hyper::upgrade::on(&mut resp);
-                upgrade::splice(
-                    client,
-                    upstream,
-                    &shared.upgraded,
-                    shared.drain_over.clone(),
-                );
-            } else {
-                hop::strip(resp.headers_mut());
-            }
-            (
-                resp.map(|b| b.map_err(BoxError::from).boxed()),
-                Some(endpoint),
-            )
-        }
+        Ok((resp, endpoint)) => (
+            relay(shared, resp, client_upgrade, endpoint, fail),
+            Some(endpoint),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "request failed");
             let (status, detail) = match &e {
@@ -308,6 +261,66 @@ async fn route_and_forward(
             (fail(status, detail), e.endpoint())
         }
     }
+}
+
+/// The answer to a request for DNS name `host` that must not be routed on this connection: a redirect to
+/// HTTPS on plain connections, or 421 on an HTTP/2 TLS connection whose certificate does not cover it.
+fn redirect_or_misdirected<B>(
+    shared: &Shared,
+    conn: &ConnInfo,
+    table: &Table,
+    host: &str,
+    req: &Request<B>,
+    fail: impl Fn(StatusCode, &str) -> Response<ProxyBody>,
+) -> Option<Response<ProxyBody>> {
+    match &conn.tls {
+        None => https_redirect(shared, table, host, req).map(|location| error::redirect(&location)),
+        // RFC 9110 section 15.5.20: an HTTP/2 connection may be reused for another host only if the
+        // certificate covers it; otherwise the client must retry on a new connection.
+        Some(tls)
+            if req.version() == Version::HTTP_2
+                && tls.sni.as_deref() != Some(host)
+                && !tls.cert.covers(host) =>
+        {
+            Some(fail(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this connection's certificate does not cover the host",
+            ))
+        }
+        Some(_) => None,
+    }
+}
+
+/// The upstream's response on its way to the client: hop-by-hop headers removed, or, for a `101` to an
+/// upgrade the client asked for, both connections spliced.
+fn relay(
+    shared: &Shared,
+    mut resp: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    endpoint: SocketAddr,
+    fail: impl Fn(StatusCode, &str) -> Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let offered = hop::strip(resp.headers_mut());
+        let (Some(client), Some(protocol)) = (client_upgrade, offered) else {
+            tracing::warn!(%endpoint, "upstream answered 101 to a request that asked for no upgrade");
+            return fail(
+                StatusCode::BAD_GATEWAY,
+                "upstream switched protocols unexpectedly",
+            );
+        };
+        hop::restore_upgrade(resp.headers_mut(), protocol);
+        let upstream = hyper::upgrade::on(&mut resp);
+        upgrade::splice(
+            client,
+            upstream,
+            &shared.upgraded,
+            shared.drain_over.clone(),
+        );
+    } else {
+        hop::strip(resp.headers_mut());
+    }
+    resp.map(|b| b.map_err(BoxError::from).boxed())
 }
 
 /// `https://host[:port]/path?query` when plain-HTTP requests for `host` must move to HTTPS: redirects are

@@ -16,9 +16,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Builder, Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::reclaim::Reclaim;
 use super::{EndpointSet, ReclaimableBody};
 use crate::model::{Model, PemSource, Protocol, Timeouts};
+use crate::proxy::BoxError;
 use crate::telemetry::Metrics;
 use crate::tls::client::client_config;
 
@@ -176,28 +176,38 @@ impl Upstreams {
 
     /// Sends the request to `set`, trying the next endpoint when a connection cannot be established.
     /// Returns the response and the endpoint that produced it.
-    pub async fn forward(
+    /// The body is not buffered: a failed connect never reads it, so it is taken back for the next attempt.
+    pub async fn forward<B>(
         &self,
-        head: RequestHead,
-        body: ReclaimableBody,
-        reclaim: Reclaim,
+        mut head: RequestHead,
+        body: B,
         set: &EndpointSet,
         response_timeout: Duration,
         metrics: &Metrics,
-    ) -> Result<(Response<Incoming>, SocketAddr), ForwardError> {
-        let mut attempt = Some((body, reclaim));
+    ) -> Result<(Response<Incoming>, SocketAddr), ForwardError>
+    where
+        B: http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send + 'static,
+    {
+        let scheme = if set.protocol().is_tls() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let attempts = set.endpoints().len();
+        let mut attempt = Some(ReclaimableBody::new(body));
         let mut last_connect_error = None;
-        for ep in set.attempt_order() {
+        for (i, ep) in set.attempt_order().enumerate() {
             let endpoint = ep.addr;
             let Some((body, reclaim)) = attempt.take() else {
                 break;
             };
-            let scheme = if set.protocol().is_tls() {
-                Scheme::HTTPS
+            // Only a later attempt needs the headers again; the last one takes them.
+            let headers = if i + 1 == attempts {
+                std::mem::take(&mut head.headers)
             } else {
-                Scheme::HTTP
+                head.headers.clone()
             };
-            let sent = build_request(&head, scheme, ep.authority.clone(), body)
+            let sent = build_request(&head, headers, scheme.clone(), ep.authority.clone(), body)
                 .and_then(|req| self.send(set, req));
             let sent = match sent {
                 Ok(f) => f,
@@ -251,6 +261,7 @@ impl Upstreams {
 /// bracketed by `Display`), which the client turns into origin-form on the wire.
 fn build_request(
     head: &RequestHead,
+    headers: HeaderMap,
     scheme: Scheme,
     authority: Authority,
     body: ReclaimableBody,
@@ -265,7 +276,7 @@ fn build_request(
     *req.method_mut() = head.method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = head.version;
-    *req.headers_mut() = head.headers.clone();
+    *req.headers_mut() = headers;
     Ok(req)
 }
 
