@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The complete desired state of the proxy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Model {
     /// Data-plane listen addresses, each its own socket.
     pub listen: Vec<SocketAddr>,
@@ -75,10 +75,22 @@ pub enum PathKind {
 pub struct Backend {
     /// Addresses to connect to, never text.
     pub endpoints: Vec<SocketAddr>,
+    /// DNS names resolved in the background (both families); their addresses join `endpoints`.
+    pub named: Vec<NamedEndpoint>,
     /// The protocol spoken to the endpoints.
     pub protocol: Protocol,
     /// CA bundle to verify TLS upstreams against instead of the system roots.
     pub ca: Option<PemSource>,
+}
+
+/// An upstream given by DNS name and port (a Kubernetes `ExternalName` Service, or `name:port` in the
+/// static file). Requests never wait for DNS: names are resolved off the request path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NamedEndpoint {
+    /// The DNS name, lower case, without a trailing dot.
+    pub host: String,
+    /// The port to connect to.
+    pub port: u16,
 }
 
 /// The protocol spoken to an upstream.

@@ -254,6 +254,7 @@ impl Validator<'_> {
                     endpoints,
                     protocol,
                     ca,
+                    ..Backend::default()
                 },
             );
         }
