@@ -41,8 +41,7 @@ pub fn start_for(model: &Model, stop: &CancellationToken) -> Result<Vec<SocketAd
         tokio::spawn(listen::serve(
             listener,
             builder.clone(),
-            crate::listen::Transport::Plain,
-            None,
+            listen::ServeOptions::plain(&Timeouts::default(), None),
             reply,
             stop.clone(),
         ));

@@ -92,37 +92,45 @@ impl Server {
         let builder = Arc::new(listen::http_builder(&model.timeouts));
         let stop_data = CancellationToken::new();
         let stop_admin = CancellationToken::new();
-        let mut data: Vec<_> = plain.into_iter().map(|l| (l, Transport::Plain)).collect();
+        let plain_options = listen::ServeOptions::plain(&model.timeouts, Some(metrics.clone()));
+        let mut data: Vec<_> = plain
+            .into_iter()
+            .map(|l| (l, plain_options.clone()))
+            .collect();
         if let Some(store) = certs {
-            let timeout = model.timeouts.header_read;
-            data.extend(
-                tls.into_iter()
-                    .map(|l| (l, Transport::Tls(store.clone(), timeout))),
-            );
+            let tls_options = listen::ServeOptions {
+                transport: Transport::Tls(store),
+                ..plain_options.clone()
+            };
+            data.extend(tls.into_iter().map(|l| (l, tls_options.clone())));
         }
         let mut data_loops = JoinSet::new();
-        for (l, transport) in data {
+        for (l, options) in data {
             let s = shared.clone();
             let handler = move |conn, req| proxy::handle(s.clone(), conn, req);
             data_loops.spawn(listen::serve(
                 l,
                 builder.clone(),
-                transport,
-                Some(metrics.clone()),
+                options,
                 handler,
                 stop_data.clone(),
             ));
         }
+        // Admin connections are not counted as client connections, and keep a descriptor in reserve so
+        // that probes are answered even when clients have taken every other one.
+        let admin_options = listen::ServeOptions {
+            count_active: false,
+            reserve: Some(listen::FdReserve::new()),
+            ..plain_options
+        };
         let mut admin_loops = JoinSet::new();
         for l in admin {
             let (h, m) = (health.clone(), metrics.clone());
             let handler = move |conn, req| admin::handle(h.clone(), m.clone(), conn, req);
-            // Admin connections are not counted as client connections.
             admin_loops.spawn(listen::serve(
                 l,
                 builder.clone(),
-                Transport::Plain,
-                None,
+                admin_options.clone(),
                 handler,
                 stop_admin.clone(),
             ));

@@ -72,6 +72,32 @@ struct FamilyLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DeadlineLabels {
+    deadline: &'static str,
+    family: &'static str,
+}
+
+/// A connection deadline, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Deadline {
+    /// No complete request head within `timeouts.headerRead` (from accept, or from the end of the last
+    /// response on a kept-alive HTTP/1 connection).
+    HeaderRead,
+    /// An HTTP/2 connection without an open stream for `timeouts.idle`.
+    Idle,
+}
+
+impl Deadline {
+    /// `header_read` or `idle`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Deadline::HeaderRead => "header_read",
+            Deadline::Idle => "idle",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -96,6 +122,8 @@ pub struct Metrics {
     reloads_ok: Counter,
     reloads_failed: Counter,
     tls_handshakes: Family<HandshakeLabels, Counter>,
+    /// `[deadline][family]`.
+    closed_by_deadline: [[Counter; 2]; 2],
 }
 
 impl Default for Metrics {
@@ -138,6 +166,13 @@ impl Metrics {
             "TLS handshakes, by listener address family, result, TLS version and ALPN protocol",
             tls_handshakes.clone(),
         );
+        let closed = Family::<DeadlineLabels, Counter>::default();
+        registry.register(
+            "connections_closed_by_deadline",
+            "Client and admin connections closed by a deadline: header_read (no complete request head in \
+             timeouts.headerRead) or idle (HTTP/2 without a stream for timeouts.idle), by listener family",
+            closed.clone(),
+        );
         let fams = [AddrFamily::Ipv4, AddrFamily::Ipv6];
         let reloads_ok = reloads
             .get_or_create(&ResultLabels { result: "ok" })
@@ -170,6 +205,16 @@ impl Metrics {
                     })
                     .clone()
             }),
+            closed_by_deadline: [Deadline::HeaderRead, Deadline::Idle].map(|deadline| {
+                fams.map(|family| {
+                    closed
+                        .get_or_create(&DeadlineLabels {
+                            deadline: deadline.label(),
+                            family: family.label(),
+                        })
+                        .clone()
+                })
+            }),
             reloads_ok,
             reloads_failed,
             tls_handshakes,
@@ -193,6 +238,19 @@ impl Metrics {
         let gauge = self.active_connections[family as usize].clone();
         gauge.inc();
         ConnectionGuard(gauge)
+    }
+
+    /// Counts a connection closed by `deadline` on a listener of `family`.
+    pub fn closed_by(&self, deadline: Deadline, family: AddrFamily) {
+        self.closed_by_deadline[deadline as usize][family as usize].inc();
+    }
+
+    /// Connections closed by `deadline` so far, both families.
+    pub fn closed_by_count(&self, deadline: Deadline) -> u64 {
+        self.closed_by_deadline[deadline as usize]
+            .iter()
+            .map(Counter::get)
+            .sum()
     }
 
     /// Counts a reload by its result.

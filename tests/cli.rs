@@ -3,16 +3,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
+use support::running::*;
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_dualstack-ingress");
 
 /// Runs the binary to completion in `dir` with `args`.
 fn run_in(dir: &Path, args: &[&str]) -> Output {
@@ -163,138 +160,6 @@ fn check_without_config_is_a_usage_error() {
         "{}",
         text(&out.stderr)
     );
-}
-
-/// The binary running in the background, its stderr collected line by line.
-struct Running {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Running {
-    fn start(dir: &Path, args: &[&str]) -> Running {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .current_dir(dir)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Running { child, lines }
-    }
-
-    fn stderr(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits for a stderr line that satisfies `pred` and returns it.
-    async fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(line) = self.stderr().into_iter().find(|l| pred(l)) {
-                return line;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "the binary exited ({status}) before logging {what}; stderr:\n{}",
-                    self.stderr().join("\n")
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; stderr:\n{}",
-                self.stderr().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// The data listeners (`listening addr=...`) in text log format, IPv4 first.
-    async fn data_addrs(&mut self) -> (SocketAddr, SocketAddr) {
-        let mut found = Vec::new();
-        for v6 in [false, true] {
-            let line = self
-                .wait_line("a listening line", |l| {
-                    logged_addr(l, "listening").is_some_and(|a| a.is_ipv6() == v6)
-                })
-                .await;
-            found.push(logged_addr(&line, "listening").unwrap());
-        }
-        (found[0], found[1])
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {sig} failed");
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    async fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the binary did not exit; stderr:\n{}",
-                self.stderr().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Removes ANSI colour sequences, so parsing works whatever the colour setting.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The address in a text log line `...: <message> addr=<addr>` (`message` is `listening` or
-/// `admin listening`).
-fn logged_addr(line: &str, message: &str) -> Option<SocketAddr> {
-    let line = strip_ansi(line);
-    let rest = line.split_once(&format!(": {message} addr="))?.1;
-    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// A value from a JSON log line (`"key":"value"` or `"key":number`), without a JSON parser.

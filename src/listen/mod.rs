@@ -1,6 +1,8 @@
 //! Listening sockets: one socket per address with socket2 (`IPV6_V6ONLY` on IPv6, `SO_REUSEADDR`), and the
-//! accept loop that serves HTTP/1.1 and HTTP/2 (prior knowledge) on each.
+//! accept loop that serves HTTP/1.1 and HTTP/2 (prior knowledge) on each, with its connection deadlines.
 
+mod activity;
+mod reserve;
 mod serve;
 
 use std::io;
@@ -9,7 +11,8 @@ use std::net::SocketAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
-pub use serve::{http_builder, serve, ConnHandler, Transport};
+pub use reserve::FdReserve;
+pub use serve::{http_builder, serve, ConnHandler, ServeOptions, Transport};
 
 /// A listen address that could not be bound.
 #[derive(Debug, thiserror::Error)]

@@ -1,23 +1,26 @@
 //! The accept loop: one task per listener, one task per connection, hyper-util's auto builder (HTTP/1.1
-//! and h2c prior knowledge on the same port), graceful shutdown on request.
+//! and h2c prior knowledge on the same port), the connection deadlines, and graceful shutdown on request.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use super::activity::Activity;
+use super::reserve::{AcceptErrors, FdReserve};
 use crate::model::Timeouts;
 use crate::proxy::{canonical_peer, ConnInfo, ProxyBody};
-use crate::telemetry::{AddrFamily, Metrics};
+use crate::telemetry::{AddrFamily, Deadline, Metrics};
 use crate::tls::accept::handshake;
 use crate::tls::CertStore;
 
@@ -49,6 +52,7 @@ pub fn http_builder(timeouts: &Timeouts) -> Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
+        // From the end of one response to the next request head on a kept-alive connection.
         .header_read_timeout(timeouts.header_read)
         // hyper's default of 100 headers keeps its parser's header array on the stack; more get 431.
         .max_buf_size(MAX_HEADER_BYTES);
@@ -66,8 +70,39 @@ pub fn http_builder(timeouts: &Timeouts) -> Builder<TokioExecutor> {
 pub enum Transport {
     /// Plain TCP.
     Plain,
-    /// TLS; the handshake must finish within the given time.
-    Tls(Arc<CertStore>, Duration),
+    /// TLS.
+    Tls(Arc<CertStore>),
+}
+
+/// How one listener serves its connections.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// Plain or TLS.
+    pub transport: Transport,
+    /// Where connections and closed-by-deadline counts go (`None`: not counted, as for the demo upstream).
+    pub metrics: Option<Arc<Metrics>>,
+    /// Whether connections count as client connections in the active-connection gauge (admin ones do not).
+    pub count_active: bool,
+    /// From accept to the first complete request head (TLS handshake and protocol detection included).
+    pub header_read: Duration,
+    /// An HTTP/2 connection without an open stream for this long is closed.
+    pub idle: Duration,
+    /// A descriptor kept in reserve, released to accept one connection when the process has none left.
+    pub reserve: Option<Arc<FdReserve>>,
+}
+
+impl ServeOptions {
+    /// Plain HTTP with the deadlines of `timeouts`, counted in `metrics` as client connections.
+    pub fn plain(timeouts: &Timeouts, metrics: Option<Arc<Metrics>>) -> ServeOptions {
+        ServeOptions {
+            transport: Transport::Plain,
+            metrics,
+            count_active: true,
+            header_read: timeouts.header_read,
+            idle: timeouts.idle,
+            reserve: None,
+        }
+    }
 }
 
 /// Accepts connections on `listener` until `stop` fires, then asks every open connection to finish its
@@ -75,12 +110,10 @@ pub enum Transport {
 pub async fn serve<H: ConnHandler>(
     listener: TcpListener,
     builder: Arc<Builder<TokioExecutor>>,
-    transport: Transport,
-    metrics: Option<Arc<Metrics>>,
+    options: ServeOptions,
     handler: H,
     stop: CancellationToken,
 ) {
-    let graceful = GracefulShutdown::new();
     let local = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -89,19 +122,41 @@ pub async fn serve<H: ConnHandler>(
         }
     };
     let family = AddrFamily::of(&local);
+    let connections = TaskTracker::new();
+    let mut errors = AcceptErrors::new(local);
     loop {
-        let (stream, peer) = tokio::select! {
+        let accepted = tokio::select! {
             () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(%local, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
         };
+        let (stream, peer, reserved) = match accepted {
+            Ok((stream, peer)) => {
+                errors.recovered();
+                (stream, peer, None)
+            }
+            Err(e) => {
+                // Out of descriptors: a listener with a reserve gives it up to take this one connection
+                // (the admin listener, so probes still answer); every other failure backs off instead of
+                // spinning, and is logged once per interval with a count.
+                let rescued = match &options.reserve {
+                    Some(reserve) if FdReserve::is_exhaustion(&e) => {
+                        reserve.accept(&listener).await
+                    }
+                    _ => None,
+                };
+                match rescued {
+                    Some((stream, peer, guard)) => (stream, peer, Some(guard)),
+                    None => {
+                        errors.failed(&e);
+                        tokio::select! {
+                            () = stop.cancelled() => break,
+                            () = tokio::time::sleep(errors.backoff()) => continue,
+                        }
+                    }
+                }
+            }
+        };
+        let deadline = Instant::now() + options.header_read;
         let _ = stream.set_nodelay(true);
         // The local address of the accepted socket: the real destination even on a wildcard listener.
         let local = stream.local_addr().unwrap_or(local);
@@ -110,30 +165,45 @@ pub async fn serve<H: ConnHandler>(
             local,
             tls: None,
         };
-        let (builder, handler, transport, metrics) = (
+        let (builder, handler, options, stop) = (
             builder.clone(),
             handler.clone(),
-            transport.clone(),
-            metrics.clone(),
+            options.clone(),
+            stop.clone(),
         );
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _open = metrics.as_deref().map(|m| m.connection_opened(family));
-            match transport {
+        connections.spawn(async move {
+            let _reserved = reserved;
+            let metrics = options.metrics.as_deref();
+            let _open = metrics
+                .filter(|_| options.count_active)
+                .map(|m| m.connection_opened(family));
+            let limits = Limits {
+                deadline,
+                idle: options.idle,
+                family,
+                metrics,
+            };
+            match options.transport {
                 Transport::Plain => {
-                    serve_io(&builder, TokioIo::new(stream), conn, handler, watcher).await
+                    serve_io(&builder, TokioIo::new(stream), conn, handler, limits, stop).await;
                 }
-                Transport::Tls(store, timeout) => {
-                    match handshake(&store, stream, local, timeout, metrics.as_deref()).await {
+                Transport::Tls(store) => {
+                    match handshake(&store, stream, local, deadline, metrics).await {
                         Ok((tls, info)) => {
                             let conn = ConnInfo {
                                 tls: Some(Arc::new(info)),
                                 ..conn
                             };
-                            serve_io(&builder, TokioIo::new(tls), conn, handler, watcher).await;
+                            serve_io(&builder, TokioIo::new(tls), conn, handler, limits, stop)
+                                .await;
                         }
                         Err(e) => {
-                            tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed")
+                            if e.kind() == std::io::ErrorKind::TimedOut {
+                                if let Some(m) = metrics {
+                                    m.closed_by(Deadline::HeaderRead, family);
+                                }
+                            }
+                            tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
                         }
                     }
                 }
@@ -141,24 +211,109 @@ pub async fn serve<H: ConnHandler>(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
 }
 
-/// Serves HTTP/1.1 or HTTP/2 (by preface) on one established connection.
+/// The deadlines of one connection.
+struct Limits<'a> {
+    /// The first complete request head must have arrived by then.
+    deadline: Instant,
+    /// HTTP/2 connections without an open stream for this long are closed.
+    idle: Duration,
+    family: AddrFamily,
+    metrics: Option<&'a Metrics>,
+}
+
+impl Limits<'_> {
+    fn closed_by(&self, deadline: Deadline) {
+        if let Some(m) = self.metrics {
+            m.closed_by(deadline, self.family);
+        }
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 (by preface) on one established connection, enforcing its deadlines:
+/// no complete request head by `limits.deadline` closes it, and so does an HTTP/2 connection that has had
+/// no open stream for `limits.idle`. `stop` asks it to finish its in-flight requests and close.
 async fn serve_io<I, H>(
     builder: &Builder<TokioExecutor>,
     io: I,
     conn: ConnInfo,
     handler: H,
-    watcher: Watcher,
+    limits: Limits<'_>,
+    stop: CancellationToken,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     H: ConnHandler,
 {
     let peer = conn.peer;
-    let service = service_fn(move |req| handler.call(conn.clone(), req));
+    let activity = Arc::new(Activity::default());
+    let seen = activity.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let stream = seen.request_started(req.version() == Version::HTTP_2);
+        let response = handler.call(conn.clone(), req);
+        async move {
+            let resp = response.await?;
+            Ok::<_, Infallible>(match stream {
+                // The stream stays open until the response body is finished or dropped.
+                Some(stream) => stream.track(resp),
+                None => resp,
+            })
+        }
+    });
     let connection = builder.serve_connection_with_upgrades(io, service);
-    if let Err(e) = watcher.watch(connection.into_owned()).await {
+    tokio::pin!(connection);
+
+    // Until the first request head: TLS handshake, protocol detection and the head itself share one deadline.
+    tokio::select! {
+        biased;
+        result = connection.as_mut() => return log_end(peer, result, &limits),
+        () = activity.first_request() => {}
+        () = tokio::time::sleep_until(limits.deadline) => {
+            limits.closed_by(Deadline::HeaderRead);
+            tracing::debug!(%peer, "no complete request head within timeouts.headerRead; closing");
+            return;
+        }
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            return log_end(peer, connection.await, &limits);
+        }
+    }
+
+    let idle = activity.idle_http2(limits.idle);
+    tokio::pin!(idle);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => return log_end(peer, result, &limits),
+            () = &mut idle, if !closing => {
+                limits.closed_by(Deadline::Idle);
+                tracing::debug!(%peer, "HTTP/2 connection without a stream for timeouts.idle; closing");
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = stop.cancelled(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// Logs how a connection ended; hyper's header-read timeout on a kept-alive HTTP/1 connection counts as
+/// closed by `headerRead`.
+fn log_end(
+    peer: std::net::SocketAddr,
+    result: Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    limits: &Limits<'_>,
+) {
+    if let Err(e) = result {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            limits.closed_by(Deadline::HeaderRead);
+        }
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

@@ -3,7 +3,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -21,17 +20,17 @@ pub struct TlsInfo {
     pub cert: Arc<CertEntry>,
 }
 
-/// Runs the handshake on `stream` within `timeout`, choosing the certificate from `store` by SNI and by
+/// Runs the handshake on `stream` until `deadline`, choosing the certificate from `store` by SNI and by
 /// the local address `local`; counts the result in `metrics`, if given.
 pub async fn handshake(
     store: &CertStore,
     stream: TcpStream,
     local: SocketAddr,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
     metrics: Option<&Metrics>,
 ) -> io::Result<(TlsStream<TcpStream>, TlsInfo)> {
     let family = AddrFamily::of(&local);
-    let result = tokio::time::timeout(timeout, async {
+    let result = tokio::time::timeout_at(deadline, async {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
         let sni: Option<Box<str>> = start
             .client_hello()
