@@ -26,7 +26,8 @@ fn base_model(backends: usize, endpoints: usize) -> Model {
         "bench.yaml",
         "listen: [\"127.0.0.1:0\"]\nbackends:\n  seed:\n    endpoints: [\"127.0.0.1:1\"]\n",
     )
-    .expect("the seed configuration is valid");
+    .expect("the seed configuration is valid")
+    .model;
     model.backends.clear();
     for b in 0..backends {
         let eps = (0..endpoints)
@@ -97,7 +98,7 @@ fn lookup(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
     for n in [10usize, 1_000, 100_000] {
-        let table = Table::compile(&mixed_model(n));
+        let table = Table::compile_fresh(&mixed_model(n));
         let exact_host = format!("host-{}.example.com:8080", n / 4);
         let wildcard_host = format!("api.w{}.example.com", n / 8);
         let deep_path = format!("/p{}/a/b/c/d/e/f/g/h/i/j", (n - n / 2 - n / 4) / 2);
@@ -147,7 +148,7 @@ fn compile(c: &mut Criterion) {
     let endpoints: usize = model.backends.values().map(|b| b.endpoints.len()).sum();
     assert_eq!(endpoints, 50_000);
     group.bench_function("10k_routes_50k_endpoints", |b| {
-        b.iter(|| Table::compile(black_box(&model)))
+        b.iter(|| Table::compile_fresh(black_box(&model)))
     });
     group.finish();
 }

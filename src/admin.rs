@@ -5,12 +5,10 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::proxy::{error_response, ConnInfo, ProxyBody};
+use crate::http_types::{error_response, respond, ConnInfo, ProxyBody};
 use crate::telemetry::Metrics;
 
 /// Readiness as the admin endpoint reports it.
@@ -45,12 +43,12 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     Ok(match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n", "text/plain; charset=utf-8"),
+        "/healthz" => respond(StatusCode::OK, "ok\n", "text/plain; charset=utf-8"),
         "/readyz" if health.is_ready() => {
-            text(StatusCode::OK, "ready\n", "text/plain; charset=utf-8")
+            respond(StatusCode::OK, "ready\n", "text/plain; charset=utf-8")
         }
         "/readyz" => error_response(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
-        "/metrics" => text(
+        "/metrics" => respond(
             StatusCode::OK,
             metrics.encode(),
             "text/plain; version=0.0.4; charset=utf-8",
@@ -60,20 +58,4 @@ pub async fn handle(
             "admin endpoints are /healthz, /readyz and /metrics",
         ),
     })
-}
-
-fn text(
-    status: StatusCode,
-    body: impl Into<Bytes>,
-    content_type: &'static str,
-) -> Response<ProxyBody> {
-    let mut resp = Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
 }

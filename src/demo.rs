@@ -5,15 +5,13 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
+use crate::http_types::{full_body, ConnInfo, ProxyBody};
 use crate::listen::{self, BindError};
-use crate::model::{Model, Timeouts};
-use crate::proxy::{ConnInfo, ProxyBody};
+use crate::model::{ClientTimeouts, Model};
 
 /// Starts a demo upstream on every loopback endpoint of `model`; returns the addresses served. An
 /// address whose family the host lacks is skipped with a warning, like every listener.
@@ -26,7 +24,7 @@ pub fn start_for(model: &Model, stop: &CancellationToken) -> Result<Vec<SocketAd
         .collect();
     addrs.sort();
     addrs.dedup();
-    let builder = Arc::new(listen::http_builder(&Timeouts::default()));
+    let builder = Arc::new(listen::http_builder(&ClientTimeouts::default()));
     let mut served = Vec::new();
     for addr in addrs {
         let listener = match listen::bind(addr) {
@@ -41,7 +39,7 @@ pub fn start_for(model: &Model, stop: &CancellationToken) -> Result<Vec<SocketAd
         tokio::spawn(listen::serve(
             listener,
             builder.clone(),
-            listen::ServeOptions::plain(&Timeouts::default(), None),
+            listen::ServeOptions::plain(&ClientTimeouts::default(), None),
             reply,
             stop.clone(),
         ));
@@ -66,9 +64,5 @@ async fn reply(conn: ConnInfo, req: Request<Incoming>) -> Result<Response<ProxyB
         header("x-forwarded-for"),
         header("forwarded"),
     );
-    Ok(Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed(),
-    ))
+    Ok(Response::new(full_body(body)))
 }

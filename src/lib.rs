@@ -1,15 +1,17 @@
 //! dualstack-ingress: an HTTP reverse proxy and Kubernetes ingress that is correct on IPv4 and IPv6 at the
-//! same time. See `DESIGN.md` for the architecture: sources produce a [`model::Model`], which is compiled
-//! into an immutable [`routing::Table`] and swapped in whole.
+//! same time. Sources (the static file, the Kubernetes watchers) publish a [`model::Model`]; one apply loop
+//! compiles it into an immutable [`snapshot::Snapshot`] and swaps it in whole (see ARCHITECTURE.md).
 
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod http_types;
 pub mod listen;
 pub mod model;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod snapshot;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use dualstack_ingress::config;
@@ -74,8 +76,8 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let model = match config::load(path) {
-        Ok(model) => model,
+    let file = match config::load(path) {
+        Ok(file) => file,
         Err(errors) => {
             for e in &errors.0 {
                 eprintln!("{e}");
@@ -83,10 +85,11 @@ fn check(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let model = &file.model;
     // Certificates, keys and CA bundles are read and checked too, each error naming its file.
     let mut ok = true;
     if !model.tls.is_empty() {
-        if let Err(e) = CertStore::new(&model.tls) {
+        if let Err(e) = CertStore::new().and_then(|store| store.load(&model.tls)) {
             eprintln!("{e}");
             ok = false;
         }
@@ -107,49 +110,63 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let demo_stop = CancellationToken::new();
-    let model = match &cli.config {
+    let file = match &cli.config {
         Some(path) => {
             config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?
         }
         None => {
-            let model = config::parse("config/example.yaml (embedded)", config::EMBEDDED_DEFAULT)
+            let file = config::parse("config/example.yaml (embedded)", config::EMBEDDED_DEFAULT)
                 .map_err(|e| anyhow::anyhow!("invalid embedded configuration:\n{e}"))?;
-            let demo = dualstack_ingress::demo::start_for(&model, &demo_stop)
+            let demo = dualstack_ingress::demo::start_for(&file.model, &demo_stop)
                 .context("starting the demo upstream")?;
             tracing::info!(
                 ?demo,
                 "no --config given: running the embedded example with its demo upstreams"
             );
-            model
+            file
         }
     };
-    let server = Server::start(model).await?;
-    let reloader = server.reloader();
-    let _watch = match &cli.config {
-        Some(path) => Some(
-            reloader
-                .clone()
-                .watch_file(path.clone())
-                .with_context(|| format!("watching {}", path.display()))?,
+    let (models, published) = watch::channel(Some(Arc::new(file.model.clone())));
+    let server = Server::start(&file.bootstrap, published).await?;
+    // The file source owns its watching and SIGHUP. The embedded configuration never changes: its
+    // channel is just kept open until the end.
+    let mut models = Some(models);
+    let _source = match (&cli.config, models.take_if(|_| cli.config.is_some())) {
+        (Some(path), Some(models)) => Some(
+            config::source::spawn(
+                path.clone(),
+                config::Mode::Standalone,
+                &file,
+                models,
+                server.metrics().clone(),
+            )
+            .with_context(|| format!("watching {}", path.display()))?,
         ),
-        None => None,
+        _ => None,
     };
-
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => match &cli.config {
-                Some(path) => { let _ = reloader.reload_file(path); }
-                None => tracing::info!("SIGHUP: the embedded configuration does not change"),
-            },
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
-    }
+    wait_for_stop(cli.config.is_none()).await?;
     tracing::info!("shutting down: draining in-flight requests");
     server.shutdown().await;
     demo_stop.cancel();
     Ok(())
+}
+
+/// Returns on SIGTERM or SIGINT. With `embedded`, SIGHUP is answered with a log line (nothing to reload).
+async fn wait_for_stop(embedded: bool) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = if embedded {
+        Some(signal(SignalKind::hangup()).context("installing the SIGHUP handler")?)
+    } else {
+        None
+    };
+    loop {
+        tokio::select! {
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::info!("SIGHUP: the embedded configuration does not change");
+            }
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
 }

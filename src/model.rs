@@ -1,7 +1,8 @@
 //! The source-independent desired state: what to listen on, which requests go where, and how long to wait.
 //!
-//! Both the static file (`config`) and, later, the Kubernetes watchers produce a [`Model`]; everything after
-//! that (compiling the routing table, serving) is shared.
+//! What is fixed at start is a [`Bootstrap`]; what a source may change at any time is a [`Model`]. Both the
+//! static file (`config`) and the Kubernetes watchers (`k8s`) produce models; everything after that
+//! (compiling the routing table, serving) is shared.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -9,15 +10,35 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The complete desired state of the proxy.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Model {
+/// What is fixed when the process starts: sockets and the deadlines of client connections. A source that
+/// changes these later is told that they take effect after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
     /// Data-plane listen addresses, each its own socket.
     pub listen: Vec<SocketAddr>,
     /// TLS listen addresses, each its own socket.
     pub listen_tls: Vec<SocketAddr>,
-    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`), if any.
-    pub admin: Option<SocketAddr>,
+    /// Admin listener addresses (`/healthz`, `/readyz`, `/metrics`), each its own socket.
+    pub admin: Vec<SocketAddr>,
+    /// Deadlines of client connections.
+    pub timeouts: ClientTimeouts,
+}
+
+impl Default for Bootstrap {
+    fn default() -> Self {
+        Bootstrap {
+            listen: default_listen(),
+            listen_tls: Vec::new(),
+            admin: Vec::new(),
+            timeouts: ClientTimeouts::default(),
+        }
+    }
+}
+
+/// The desired routing state, which a source may change at any time: certificates, rules, backends and
+/// the upstream timeouts. Everything a request uses is compiled from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model {
     /// Certificates for TLS termination; the first one is the default.
     pub tls: Vec<TlsCert>,
     /// Whether plain-HTTP requests for a host that has a certificate are redirected to HTTPS (301).
@@ -28,9 +49,56 @@ pub struct Model {
     pub default_backend: Option<String>,
     /// Backends by name.
     pub backends: BTreeMap<String, Backend>,
-    /// Timeouts for clients and upstreams.
-    pub timeouts: Timeouts,
+    /// Timeouts towards upstreams.
+    pub timeouts: UpstreamTimeouts,
+    /// After a failed connect, at most this many further endpoints of the backend are tried.
+    pub connect_retries: usize,
 }
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            tls: Vec::new(),
+            redirect_to_https: true,
+            rules: Vec::new(),
+            default_backend: None,
+            backends: BTreeMap::new(),
+            timeouts: UpstreamTimeouts::default(),
+            connect_retries: DEFAULT_CONNECT_RETRIES,
+        }
+    }
+}
+
+/// Sizes of a model, for the log line of each installed table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ModelStats {
+    /// Distinct host rules (a rule without a host counts as one).
+    pub hosts: usize,
+    /// Paths over all rules.
+    pub paths: usize,
+    /// IPv4 endpoints over all backends.
+    pub endpoints_v4: usize,
+    /// IPv6 endpoints over all backends.
+    pub endpoints_v6: usize,
+}
+
+impl Model {
+    /// Counts hosts, paths and endpoints by family.
+    pub fn stats(&self) -> ModelStats {
+        let hosts: std::collections::HashSet<_> = self.rules.iter().map(|r| &r.host).collect();
+        let endpoints = self.backends.values().flat_map(|b| &b.endpoints);
+        let v4 = endpoints.clone().filter(|e| e.is_ipv4()).count();
+        ModelStats {
+            hosts: hosts.len(),
+            paths: self.rules.iter().map(|r| r.paths.len()).sum(),
+            endpoints_v4: v4,
+            endpoints_v6: endpoints.count() - v4,
+        }
+    }
+}
+
+/// Further endpoints tried after a failed connect, unless configured otherwise.
+pub const DEFAULT_CONNECT_RETRIES: usize = 2;
 
 /// One host rule: an optional host and the paths under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,31 +226,43 @@ pub enum TlsHost {
     Ip(IpAddr),
 }
 
-/// Timeouts; see the README for what each one bounds.
+/// Deadlines of client connections, fixed at start; see the README for what each one bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Time a client has to send a complete request head; hyper starts this clock as soon as an HTTP/1
-    /// connection waits for a request, so it also closes idle keep-alive connections.
+pub struct ClientTimeouts {
+    /// From accept to the first complete request head (TLS handshake and protocol detection included),
+    /// and from the end of a response to the next head on a kept-alive HTTP/1 connection.
     pub header_read: Duration,
-    /// Idle time after which pooled upstream connections are closed, and HTTP/2 clients that stop
-    /// answering pings are dropped.
+    /// An HTTP/2 client connection without an open stream, and a pooled upstream connection, is closed after
+    /// this long; HTTP/2 clients are pinged every half of it.
     pub idle: Duration,
-    /// Time to establish a TCP connection to one upstream endpoint.
-    pub connect: Duration,
-    /// Time from sending a request upstream until its response head arrives.
-    pub response: Duration,
     /// Time in-flight requests get to finish on shutdown.
     pub drain: Duration,
 }
 
-impl Default for Timeouts {
+impl Default for ClientTimeouts {
     fn default() -> Self {
-        Timeouts {
+        ClientTimeouts {
             header_read: Duration::from_secs(30),
             idle: Duration::from_secs(90),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Timeouts towards upstreams, which a reload may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UpstreamTimeouts {
+    /// Time to establish a TCP connection to one upstream endpoint.
+    pub connect: Duration,
+    /// Time from sending a request upstream until its response head arrives.
+    pub response: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        UpstreamTimeouts {
             connect: Duration::from_secs(5),
             response: Duration::from_secs(60),
-            drain: Duration::from_secs(30),
         }
     }
 }

@@ -1,25 +1,30 @@
-//! Running the proxy: bind every listener, install tables, reload, and drain on shutdown.
+//! Running the proxy: bind every listener of a [`Bootstrap`], apply the models a source publishes, and drain
+//! on shutdown.
+//!
+//! The apply loop is the only writer of what requests use: for each model it compiles the routing table,
+//! the endpoint sets (with clients and round-robin positions from the upstream registry) and the
+//! certificates off the runtime's workers (`spawn_blocking`), then publishes them as one [`Snapshot`] with
+//! one store.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::task::JoinSet;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Health};
-use crate::config::watch::FileWatcher;
-use crate::config::{self, ConfigErrors};
-use crate::listen::{self, BindError, Transport};
-use crate::model::{Model, PemSource};
+use crate::listen::{self, BindError, FdReserve, ServeOptions, Transport};
+use crate::model::{Bootstrap, Model};
 use crate::proxy::{self, Shared};
 use crate::routing::Table;
+use crate::snapshot::Snapshot;
 use crate::telemetry::Metrics;
-use crate::tls::{CertStore, TlsError};
-use crate::upstream::Upstreams;
+use crate::tls::{CertStore, CertTable, TlsError};
+use crate::upstream::Registry;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,83 +32,103 @@ pub enum StartError {
     /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
-    /// A certificate could not be loaded.
-    #[error("TLS certificate: {0}")]
+    /// The TLS session machinery could not be set up.
+    #[error("TLS: {0}")]
     Tls(#[from] TlsError),
 }
+
+/// Where a source publishes models and the apply loop reads them.
+pub type Models = watch::Receiver<Option<Arc<Model>>>;
 
 /// A running proxy.
 pub struct Server {
     shared: Arc<Shared>,
     health: Arc<Health>,
-    running: Model,
     data_addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
-    admin_addr: Option<SocketAddr>,
+    admin_addrs: Vec<SocketAddr>,
+    drain: Duration,
+    installs: watch::Receiver<u64>,
     stop_data: CancellationToken,
     stop_admin: CancellationToken,
     data_loops: JoinSet<()>,
     admin_loops: JoinSet<()>,
+    apply: JoinHandle<()>,
+    /// Keeps a fixed model's channel open ([`Server::start_with`]).
+    _fixed: Option<watch::Sender<Option<Arc<Model>>>>,
 }
 
 impl Server {
-    /// Binds the data, TLS and admin listeners of `model`, loads its certificates, installs its table and
-    /// starts serving.
-    pub async fn start(model: Model) -> Result<Server, StartError> {
+    /// Binds the data, TLS and admin listeners of `bootstrap` and starts serving the models published on
+    /// `models`. When a model is already published, returns once it is installed; otherwise, until the
+    /// first one is, requests get 503 and `/readyz` fails.
+    pub async fn start(bootstrap: &Bootstrap, models: Models) -> Result<Server, StartError> {
+        let published = models.borrow().is_some();
         let metrics = Arc::new(Metrics::new());
-        let certs = if model.listen_tls.is_empty() {
-            None
+        let plain = listen::bind_all(&bootstrap.listen)?;
+        let tls = if bootstrap.listen_tls.is_empty() {
+            Vec::new()
         } else {
-            Some(Arc::new(CertStore::new(&model.tls)?))
+            listen::bind_all(&bootstrap.listen_tls)?
         };
-        let upstreams = Upstreams::new(&model.timeouts);
-        for e in upstreams.prepare(&model) {
-            tracing::error!("{e}");
-        }
-        let plain = listen::bind_all(&model.listen)?;
-        let tls = match &certs {
-            Some(_) => listen::bind_all(&model.listen_tls)?,
-            None => Vec::new(),
-        };
-        let admin = match model.admin {
-            // Like the data listeners, a missing address family is a warning, not a failure to start.
-            Some(addr) => match listen::bind_all(&[addr]) {
-                Ok(listeners) => listeners,
-                Err(e) if listen::family_unavailable(&e) => Vec::new(),
-                Err(e) => return Err(e.into()),
-            },
-            None => Vec::new(),
+        // Like the data listeners, a missing address family is a warning, not a failure to start.
+        let admin = match listen::bind_all(&bootstrap.admin) {
+            Ok(listeners) => listeners,
+            Err(e) if listen::family_unavailable(&e) => Vec::new(),
+            Err(e) => return Err(e.into()),
         };
         let bound = |ls: &[tokio::net::TcpListener]| -> Vec<SocketAddr> {
             ls.iter().filter_map(|l| l.local_addr().ok()).collect()
         };
-        let (data_addrs, tls_addrs) = (bound(&plain), bound(&tls));
-        let admin_addr = bound(&admin).first().copied();
+        let (data_addrs, tls_addrs, admin_addrs) = (bound(&plain), bound(&tls), bound(&admin));
+        let certs = if tls.is_empty() {
+            None
+        } else {
+            Some(Arc::new(CertStore::new()?))
+        };
         let shared = Arc::new(Shared {
-            // The HTTPS redirect names the port a TLS listener really has (port 0 is chosen at bind time).
-            table: ArcSwap::from_pointee(compile(&model, &tls_addrs)),
-            upstreams,
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
             metrics: metrics.clone(),
             upgraded: TaskTracker::new(),
             drain_over: CancellationToken::new(),
-            certs: certs.clone(),
         });
         let health = Arc::new(Health::default());
-        let builder = Arc::new(listen::http_builder(&model.timeouts));
+        let (installed, installs) = watch::channel(0);
+        let apply = tokio::spawn(
+            Apply {
+                shared: shared.clone(),
+                health: health.clone(),
+                certs,
+                registry: Some(Registry::new(bootstrap.timeouts.idle)),
+                // The HTTPS redirect names the port a TLS listener really has (port 0 is chosen at bind).
+                tls_port: tls_addrs.first().map(SocketAddr::port),
+                installed,
+            }
+            .run(models),
+        );
+
+        let builder = Arc::new(listen::http_builder(&bootstrap.timeouts));
         let stop_data = CancellationToken::new();
         let stop_admin = CancellationToken::new();
-        let plain_options = listen::ServeOptions::plain(&model.timeouts, Some(metrics.clone()));
+        let plain_options = ServeOptions::plain(&bootstrap.timeouts, Some(metrics.clone()));
         let mut data: Vec<_> = plain
             .into_iter()
             .map(|l| (l, plain_options.clone()))
             .collect();
-        if let Some(store) = certs {
-            let tls_options = listen::ServeOptions {
-                transport: Transport::Tls(store),
-                ..plain_options.clone()
-            };
-            data.extend(tls.into_iter().map(|l| (l, tls_options.clone())));
-        }
+        let snapshot_certs = {
+            let shared = shared.clone();
+            move || -> Arc<CertTable> {
+                match &shared.snapshot.load().certs {
+                    Some(table) => table.clone(),
+                    None => Arc::new(CertTable::default()),
+                }
+            }
+        };
+        let tls_options = ServeOptions {
+            transport: Transport::Tls(Arc::new(snapshot_certs)),
+            ..plain_options.clone()
+        };
+        data.extend(tls.into_iter().map(|l| (l, tls_options.clone())));
         let mut data_loops = JoinSet::new();
         for (l, options) in data {
             let s = shared.clone();
@@ -118,9 +143,9 @@ impl Server {
         }
         // Admin connections are not counted as client connections, and keep a descriptor in reserve so
         // that probes are answered even when clients have taken every other one.
-        let admin_options = listen::ServeOptions {
+        let admin_options = ServeOptions {
             count_active: false,
-            reserve: Some(listen::FdReserve::new()),
+            reserve: Some(FdReserve::new()),
             ..plain_options
         };
         let mut admin_loops = JoinSet::new();
@@ -135,28 +160,53 @@ impl Server {
                 stop_admin.clone(),
             ));
         }
-        health.set_ready();
+        if published {
+            let mut installs = installs.clone();
+            let _ = installs.wait_for(|n| *n >= 1).await;
+        }
         for addr in &data_addrs {
             tracing::info!(%addr, "listening");
         }
         for addr in &tls_addrs {
             tracing::info!(%addr, "listening (TLS)");
         }
-        if let Some(addr) = admin_addr {
+        for addr in &admin_addrs {
             tracing::info!(%addr, "admin listening");
         }
         Ok(Server {
             shared,
             health,
-            running: model,
             data_addrs,
             tls_addrs,
-            admin_addr,
+            admin_addrs,
+            drain: bootstrap.timeouts.drain,
+            installs,
             stop_data,
             stop_admin,
             data_loops,
             admin_loops,
+            apply,
+            _fixed: None,
         })
+    }
+
+    /// Starts with one fixed model (which never changes) and returns once it is installed.
+    pub async fn start_with(bootstrap: &Bootstrap, model: Model) -> Result<Server, StartError> {
+        let (tx, rx) = watch::channel(Some(Arc::new(model)));
+        let mut server = Server::start(bootstrap, rx).await?;
+        server._fixed = Some(tx);
+        Ok(server)
+    }
+
+    /// Returns once at least `count` models have been installed since start.
+    pub async fn wait_installed(&self, count: u64) {
+        let mut installs = self.installs.clone();
+        let _ = installs.wait_for(|n| *n >= count).await;
+    }
+
+    /// Models installed since start.
+    pub fn installs(&self) -> u64 {
+        *self.installs.borrow()
     }
 
     /// The bound data-plane addresses (with real ports when the configuration asked for port 0).
@@ -169,29 +219,25 @@ impl Server {
         &self.tls_addrs
     }
 
-    /// The bound admin address, if any.
+    /// The bound admin addresses.
+    pub fn admin_addrs(&self) -> &[SocketAddr] {
+        &self.admin_addrs
+    }
+
+    /// The first bound admin address, if any.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
+        self.admin_addrs.first().copied()
     }
 
     /// The metrics this server counts into.
-    pub fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
-    }
-
-    /// A handle that compiles and installs new models while the server runs.
-    pub fn reloader(&self) -> Reloader {
-        Reloader {
-            shared: self.shared.clone(),
-            started_with: self.running.clone(),
-            tls_addrs: self.tls_addrs.clone(),
-        }
     }
 
     /// Stops accepting, lets in-flight requests (and upgraded connections) finish for at most the
     /// configured drain time, then closes what is left. `/readyz` fails from the start of the drain.
     pub async fn shutdown(mut self) {
-        let drain = self.shared.table.load().timeouts.drain;
+        let drain = self.drain;
         self.health.set_draining();
         self.stop_data.cancel();
         self.shared.upgraded.close();
@@ -209,95 +255,144 @@ impl Server {
         self.data_loops.abort_all();
         self.stop_admin.cancel();
         self.admin_loops.abort_all();
+        self.apply.abort();
         tracing::info!("stopped");
     }
 }
 
-/// Installs new models into a running server.
-#[derive(Clone)]
-pub struct Reloader {
-    shared: Arc<Shared>,
-    started_with: Model,
-    tls_addrs: Vec<SocketAddr>,
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.apply.abort();
+    }
 }
 
-impl Reloader {
-    /// Compiles `model` and swaps it in whole; requests in flight keep the table they started with.
-    pub fn install(&self, model: &Model) {
-        if model.listen != self.started_with.listen || model.admin != self.started_with.admin {
-            tracing::warn!("listen and admin addresses changed; they take effect after a restart");
+/// The apply loop's state.
+struct Apply {
+    shared: Arc<Shared>,
+    health: Arc<Health>,
+    /// Present when TLS listeners exist.
+    certs: Option<Arc<CertStore>>,
+    /// Taken into each compile and given back; `None` only while a compile runs.
+    registry: Option<Registry>,
+    tls_port: Option<u16>,
+    installed: watch::Sender<u64>,
+}
+
+/// What one compile produced.
+struct Compiled {
+    snapshot: Snapshot,
+    errors: Vec<String>,
+    registry: Registry,
+}
+
+impl Apply {
+    /// Installs each model `models` publishes (the newest, when several arrive during one compile) until
+    /// the source goes away.
+    async fn run(mut self, mut models: Models) {
+        loop {
+            let model = models.borrow_and_update().clone();
+            if let Some(model) = model {
+                self.install(model).await;
+            }
+            if models.changed().await.is_err() {
+                return;
+            }
         }
-        for e in self.shared.upstreams.prepare(model) {
+    }
+
+    async fn install(&mut self, model: Arc<Model>) {
+        let registry = self
+            .registry
+            .take()
+            .unwrap_or_else(|| Registry::new(Duration::from_secs(90)));
+        let previous = self.shared.snapshot.load_full();
+        let (certs, tls_port) = (self.certs.clone(), self.tls_port);
+        let job = tokio::task::spawn_blocking(move || {
+            compile(&model, registry, certs.as_deref(), &previous, tls_port)
+        });
+        let Compiled {
+            snapshot,
+            errors,
+            registry,
+        } = match job.await {
+            Ok(compiled) => compiled,
+            Err(e) => {
+                tracing::error!(error = %e, "compiling the configuration failed; keeping the last good table");
+                self.shared.metrics.reload(false);
+                return;
+            }
+        };
+        self.registry = Some(registry);
+        self.shared.snapshot.store(Arc::new(snapshot));
+        for e in &errors {
             tracing::error!("{e}");
         }
-        if let Some(certs) = &self.shared.certs {
-            certs.update(&model.tls);
-        }
-        self.shared
-            .table
-            .store(Arc::new(compile(model, &self.tls_addrs)));
-    }
-
-    /// Reads, validates and installs the file at `path`. A broken file is logged and counted, and the
-    /// last good table keeps serving.
-    pub fn reload_file(&self, path: &Path) -> Result<Model, ConfigErrors> {
-        match config::load(path) {
-            Ok(model) => {
-                self.install(&model);
-                self.shared.metrics.reload(true);
-                tracing::info!(file = %path.display(), "configuration reloaded");
-                Ok(model)
-            }
-            Err(errors) => {
-                self.shared.metrics.reload(false);
-                for e in &errors.0 {
-                    tracing::error!("{e}");
-                }
-                tracing::error!(file = %path.display(), "reload failed; keeping the last good configuration");
-                Err(errors)
+        let first = *self.installed.borrow() == 0;
+        if first {
+            tracing::info!("configuration installed");
+        } else {
+            // A reload counts as failed when part of it could not be applied (a certificate or CA bundle
+            // that does not load); what could be applied serves, the rest keeps its last good state.
+            self.shared.metrics.reload(errors.is_empty());
+            if errors.is_empty() {
+                tracing::info!("configuration reloaded");
+            } else {
+                tracing::error!(
+                    problems = errors.len(),
+                    "configuration reloaded with problems; see the errors above"
+                );
             }
         }
-    }
-
-    /// Reloads `path` whenever it, or a certificate or key file it names, changes on disk, until the
-    /// returned task is aborted. Rapid successive changes are coalesced into one reload.
-    pub fn watch_file(self, path: PathBuf) -> notify::Result<tokio::task::JoinHandle<()>> {
-        let (mut watcher, mut changed) = FileWatcher::new()?;
-        watcher.set_files(watched_files(&path, &self.started_with))?;
-        Ok(tokio::spawn(async move {
-            while changed.recv().await.is_some() {
-                // Let a burst of events (write, chmod, rename) settle, then read the newest files once.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                while changed.try_recv().is_ok() {}
-                if let Ok(model) = self.reload_file(&path) {
-                    if let Err(e) = watcher.set_files(watched_files(&path, &model)) {
-                        tracing::warn!(error = %e, "cannot watch the files the new configuration names");
-                    }
-                }
-            }
-        }))
+        self.health.set_ready();
+        self.installed.send_modify(|n| *n += 1);
     }
 }
 
-/// Compiles `model`; the HTTPS redirect names the first bound TLS listener's port (listen addresses take
-/// effect only at start, and a configured port 0 is chosen at bind time).
-fn compile(model: &Model, tls_addrs: &[SocketAddr]) -> Table {
-    let mut table = Table::compile(model);
-    if table.https_redirect_port.is_some() {
-        table.https_redirect_port = tls_addrs.first().map(|a| a.port());
+/// Builds everything requests use from `model`: endpoint sets (reusing the registry's clients and
+/// positions), the routing table and the certificates (keeping the previous one of any that fails).
+fn compile(
+    model: &Model,
+    mut registry: Registry,
+    certs: Option<&CertStore>,
+    previous: &Snapshot,
+    tls_port: Option<u16>,
+) -> Compiled {
+    let (sets, mut errors) = registry.endpoint_sets(model);
+    let table = Table::compile(model, &sets, tls_port);
+    let certs = match certs {
+        Some(store) => {
+            let (table, cert_errors) = store.update(&model.tls, previous.certs.as_deref());
+            errors.extend(cert_errors.iter().map(ToString::to_string));
+            Some(Arc::new(table))
+        }
+        None => {
+            if !model.tls.is_empty() {
+                tracing::warn!(
+                    certificates = model.tls.len(),
+                    "certificates are configured but the process started without TLS listeners \
+                     (listenTls): restart to serve them"
+                );
+            }
+            None
+        }
+    };
+    let stats = model.stats();
+    tracing::info!(
+        hosts = stats.hosts,
+        paths = stats.paths,
+        backends = model.backends.len(),
+        endpoints_ipv4 = stats.endpoints_v4,
+        endpoints_ipv6 = stats.endpoints_v6,
+        certificates = model.tls.len(),
+        "routing table compiled"
+    );
+    Compiled {
+        snapshot: Snapshot {
+            table,
+            certs,
+            installed: true,
+        },
+        errors,
+        registry,
     }
-    table
-}
-
-/// The configuration file and every certificate and key file it names.
-fn watched_files<'a>(config: &'a Path, model: &'a Model) -> impl Iterator<Item = &'a Path> {
-    let pem_files = model
-        .tls
-        .iter()
-        .flat_map(|t| [&t.cert, &t.key])
-        .filter_map(|s| match s {
-            PemSource::File(p) => Some(p.as_path()),
-            PemSource::Inline(_) => None,
-        });
-    std::iter::once(config).chain(pem_files)
 }

@@ -780,16 +780,18 @@ async fn broken_certificate_on_reload_keeps_the_old_one() {
     let (old, e1) = f.entry("app", &["app.test"]);
     let p = TestProxy::start_watched(&f.yaml(&[&e1], "")).await;
     let config = client_config(Trust::Ca(&f.ca), &[]);
-    let reloads_before = p.server().metrics().reload_counts().0;
+    let (ok_before, failed_before) = p.server().metrics().reload_counts();
 
     replace_file(
         &f.dir.path().join("app.crt"),
         b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n",
     );
+    // A reload whose certificate does not load counts as failed, not as a success.
     wait_until("the change is picked up", LIMIT, || async {
-        p.server().metrics().reload_counts().0 > reloads_before
+        p.server().metrics().reload_counts().1 > failed_before
     })
     .await;
+    assert_eq!(p.server().metrics().reload_counts().0, ok_before);
     for v6 in [false, true] {
         let (cert, _) = one_request(config.clone(), tls_addr(&p, v6))
             .await

@@ -3,6 +3,7 @@
 
 mod address;
 mod host;
+pub mod source;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -14,7 +15,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::model::{
-    self, Backend, Model, PathKind, PathRule, PemSource, Protocol, Rule, Timeouts, TlsCert, TlsHost,
+    self, Backend, Bootstrap, ClientTimeouts, Model, PathKind, PathRule, PemSource, Protocol, Rule,
+    TlsCert, TlsHost, UpstreamTimeouts,
 };
 
 pub use address::parse_endpoint;
@@ -64,8 +66,32 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Reads and validates the file at `path`.
-pub fn load(path: &Path) -> Result<Model, ConfigErrors> {
+/// A validated configuration file: what is fixed at start, and the routing model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    /// Listeners and client deadlines.
+    pub bootstrap: Bootstrap,
+    /// Certificates, rules, backends and upstream timeouts.
+    pub model: Model,
+}
+
+/// What the file is for: the standalone proxy, or the settings of the Kubernetes controller (whose routes
+/// come from Ingress objects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Routes, backends and certificates come from the file.
+    Standalone,
+    /// `routes`, `backends` and `defaultBackend` are errors; TLS listeners default to port 8443.
+    Kubernetes,
+}
+
+/// Reads and validates the file at `path` for the standalone proxy.
+pub fn load(path: &Path) -> Result<ConfigFile, ConfigErrors> {
+    load_for(path, Mode::Standalone)
+}
+
+/// Reads and validates the file at `path` for `mode`.
+pub fn load_for(path: &Path, mode: Mode) -> Result<ConfigFile, ConfigErrors> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
@@ -75,11 +101,16 @@ pub fn load(path: &Path) -> Result<Model, ConfigErrors> {
             message: format!("cannot read file: {e}"),
         }])
     })?;
-    parse(&name, &text)
+    parse_for(&name, &text, mode)
 }
 
-/// Parses and validates configuration `text`; `file` names it in errors.
-pub fn parse(file: &str, text: &str) -> Result<Model, ConfigErrors> {
+/// Parses and validates configuration `text` for the standalone proxy; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<ConfigFile, ConfigErrors> {
+    parse_for(file, text, Mode::Standalone)
+}
+
+/// Parses and validates configuration `text` for `mode`; `file` names it in errors.
+pub fn parse_for(file: &str, text: &str, mode: Mode) -> Result<ConfigFile, ConfigErrors> {
     if text.trim().is_empty() {
         // A half-written or truncated file must not replace a working table with an empty one.
         return Err(ConfigErrors(vec![ConfigError {
@@ -105,6 +136,7 @@ pub fn parse(file: &str, text: &str) -> Result<Model, ConfigErrors> {
     Validator {
         file,
         base,
+        mode,
         errors: Vec::new(),
     }
     .validate(raw)
@@ -124,16 +156,58 @@ fn first_line(s: &str) -> String {
 struct RawConfig {
     listen: Option<Vec<Spanned<String>>>,
     listen_tls: Option<Vec<Spanned<String>>>,
-    admin: Option<Spanned<String>>,
+    admin: Option<Spanned<OneOrMany>>,
     #[serde(default)]
     tls: Vec<RawTls>,
     redirect_to_https: Option<bool>,
-    #[serde(default)]
-    routes: Vec<RawRoute>,
+    routes: Option<Spanned<Vec<RawRoute>>>,
     default_backend: Option<Spanned<String>>,
-    #[serde(default)]
-    backends: BTreeMap<String, Spanned<RawBackend>>,
+    backends: Option<Spanned<BTreeMap<String, Spanned<RawBackend>>>>,
     timeouts: Option<RawTimeouts>,
+    connect_retries: Option<Spanned<i64>>,
+}
+
+/// An address or a list of addresses (`admin: "127.0.0.1:9901"` or `admin: ["0.0.0.0:9901", "[::]:9901"]`).
+/// Wrapped in `Spanned`, so a single address keeps its location; list items carry their own.
+#[derive(Debug)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address or a list of addresses")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut list = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    list.push(item);
+                }
+                Ok(OneOrMany::Many(list))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl OneOrMany {
+    fn into_vec(outer: Spanned<OneOrMany>) -> Vec<Spanned<String>> {
+        match outer.value {
+            OneOrMany::One(a) => vec![Spanned::new(a, outer.referenced, outer.defined)],
+            OneOrMany::Many(list) => list,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +258,7 @@ struct Validator<'a> {
     file: &'a str,
     /// Relative certificate and CA paths are resolved against the configuration file's directory.
     base: PathBuf,
+    mode: Mode,
     errors: Vec<ConfigError>,
 }
 
@@ -197,7 +272,10 @@ impl Validator<'_> {
         });
     }
 
-    fn validate(mut self, raw: RawConfig) -> Result<Model, ConfigErrors> {
+    fn validate(mut self, raw: RawConfig) -> Result<ConfigFile, ConfigErrors> {
+        if self.mode == Mode::Kubernetes {
+            self.kubernetes_only(&raw);
+        }
         let listen = match &raw.listen {
             None => model::default_listen(),
             Some(list) => list
@@ -205,13 +283,16 @@ impl Validator<'_> {
                 .filter_map(|a| self.listen_addr("listen", a))
                 .collect(),
         };
-        let admin = raw
-            .admin
-            .as_ref()
-            .and_then(|a| self.listen_addr("admin", a));
+        let admin = match raw.admin {
+            None => Vec::new(),
+            Some(list) => OneOrMany::into_vec(list)
+                .iter()
+                .filter_map(|a| self.listen_addr("admin", a))
+                .collect(),
+        };
         let tls: Vec<TlsCert> = raw.tls.iter().filter_map(|t| self.tls_cert(t)).collect();
         let listen_tls = match &raw.listen_tls {
-            None if raw.tls.is_empty() => Vec::new(),
+            None if raw.tls.is_empty() && self.mode == Mode::Standalone => Vec::new(),
             None => model::default_listen_tls(),
             Some(list) => list
                 .iter()
@@ -219,8 +300,10 @@ impl Validator<'_> {
                 .collect(),
         };
 
+        let raw_backends = raw.backends.map(|b| b.value).unwrap_or_default();
+        let raw_routes = raw.routes.map(|r| r.value).unwrap_or_default();
         let mut backends = BTreeMap::new();
-        for (name, spanned) in &raw.backends {
+        for (name, spanned) in &raw_backends {
             let mut endpoints = Vec::new();
             for ep in &spanned.value.endpoints {
                 match parse_endpoint(&ep.value) {
@@ -260,7 +343,7 @@ impl Validator<'_> {
         }
 
         let mut rules = Vec::new();
-        for route in &raw.routes {
+        for route in &raw_routes {
             let host = match &route.host {
                 None => None,
                 Some(h) => match parse_host_rule(&h.value) {
@@ -306,24 +389,59 @@ impl Validator<'_> {
             self.check_backend_name(&backends, d);
         }
 
-        let timeouts = self.timeouts(raw.timeouts.unwrap_or_default());
+        let (client_timeouts, upstream_timeouts) = self.timeouts(raw.timeouts.unwrap_or_default());
+        let connect_retries = match raw.connect_retries {
+            None => model::DEFAULT_CONNECT_RETRIES,
+            Some(n) => match usize::try_from(n.value) {
+                Ok(n) if n <= MAX_CONNECT_RETRIES => n,
+                _ => {
+                    self.error(
+                        &n,
+                        format!("connectRetries must be between 0 and {MAX_CONNECT_RETRIES}"),
+                    );
+                    model::DEFAULT_CONNECT_RETRIES
+                }
+            },
+        };
 
         if self.errors.is_empty() {
-            Ok(Model {
-                listen,
-                listen_tls,
-                admin,
-                tls,
-                redirect_to_https: raw.redirect_to_https.unwrap_or(true),
-                rules,
-                default_backend: raw.default_backend.map(|d| d.value),
-                backends,
-                timeouts,
+            Ok(ConfigFile {
+                bootstrap: Bootstrap {
+                    listen,
+                    listen_tls,
+                    admin,
+                    timeouts: client_timeouts,
+                },
+                model: Model {
+                    tls,
+                    redirect_to_https: raw.redirect_to_https.unwrap_or(true),
+                    rules,
+                    default_backend: raw.default_backend.map(|d| d.value),
+                    backends,
+                    timeouts: upstream_timeouts,
+                    connect_retries,
+                },
             })
         } else {
             // Report in file order, whatever order the checks ran in.
             self.errors.sort_by_key(|e| (e.line, e.column));
             Err(ConfigErrors(self.errors))
+        }
+    }
+
+    /// In Kubernetes mode routing comes from Ingress objects: the routing keys are errors.
+    fn kubernetes_only(&mut self, raw: &RawConfig) {
+        let message = |key: &str| {
+            format!("{key:?} is not allowed with --kubernetes: routes and backends come from Ingress objects")
+        };
+        if let Some(r) = &raw.routes {
+            self.error(r, message("routes"));
+        }
+        if let Some(b) = &raw.backends {
+            self.error(b, message("backends"));
+        }
+        if let Some(d) = &raw.default_backend {
+            self.error(d, message("defaultBackend"));
         }
     }
 
@@ -380,15 +498,19 @@ impl Validator<'_> {
         }
     }
 
-    fn timeouts(&mut self, raw: RawTimeouts) -> Timeouts {
-        let d = Timeouts::default();
-        Timeouts {
-            header_read: self.duration("headerRead", raw.header_read, d.header_read),
-            idle: self.duration("idle", raw.idle, d.idle),
-            connect: self.duration("connect", raw.connect, d.connect),
-            response: self.duration("response", raw.response, d.response),
-            drain: self.duration("drain", raw.drain, d.drain),
-        }
+    fn timeouts(&mut self, raw: RawTimeouts) -> (ClientTimeouts, UpstreamTimeouts) {
+        let (c, u) = (ClientTimeouts::default(), UpstreamTimeouts::default());
+        (
+            ClientTimeouts {
+                header_read: self.duration("headerRead", raw.header_read, c.header_read),
+                idle: self.duration("idle", raw.idle, c.idle),
+                drain: self.duration("drain", raw.drain, c.drain),
+            },
+            UpstreamTimeouts {
+                connect: self.duration("connect", raw.connect, u.connect),
+                response: self.duration("response", raw.response, u.response),
+            },
+        )
     }
 
     fn duration(&mut self, key: &str, raw: Option<Spanned<String>>, default: Duration) -> Duration {
@@ -410,14 +532,8 @@ impl Validator<'_> {
     }
 }
 
-/// Where the configuration came from: a file on disk or the embedded default.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// A file given with `--config`; watched for changes.
-    File(PathBuf),
-    /// [`EMBEDDED_DEFAULT`].
-    Embedded,
-}
+/// The largest `connectRetries`: a request never tries more than this many further endpoints.
+pub const MAX_CONNECT_RETRIES: usize = 16;
 
 #[cfg(test)]
 mod tests;

@@ -21,8 +21,12 @@ fn error(text: &str) -> String {
     all.into_iter().next().unwrap()
 }
 
-fn ok(text: &str) -> Model {
+fn file(text: &str) -> ConfigFile {
     parse("f.yaml", text).unwrap_or_else(|e| panic!("{e}\n--- input:\n{text}"))
+}
+
+fn ok(text: &str) -> Model {
+    file(text).model
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -320,9 +324,13 @@ fn json_with_the_same_keys_loads() {
   },
   "timeouts": {"connect": "250ms"}
 }"#;
-    let m = ok(json);
-    assert_eq!(m.listen, [addr("127.0.0.1:8080"), addr("[::1]:8080")]);
-    assert_eq!(m.admin, Some(addr("[::1]:9901")));
+    let f = file(json);
+    assert_eq!(
+        f.bootstrap.listen,
+        [addr("127.0.0.1:8080"), addr("[::1]:8080")]
+    );
+    assert_eq!(f.bootstrap.admin, [addr("[::1]:9901")]);
+    let m = f.model;
     assert_eq!(m.default_backend.as_deref(), Some("web"));
     assert_eq!(m.rules.len(), 2);
     assert_eq!(
@@ -355,44 +363,51 @@ fn json_errors_have_locations_too() {
 
 #[test]
 fn defaults_when_omitted() {
-    let m = ok("backends:\n  b: {}\n");
-    assert_eq!(m.listen, [addr("0.0.0.0:8080"), addr("[::]:8080")]);
-    assert_eq!(m.listen, model::default_listen());
-    assert_eq!(m.admin, None);
+    let f = file("backends:\n  b: {}\n");
+    let (b, m) = (f.bootstrap, f.model);
+    assert_eq!(b.listen, [addr("0.0.0.0:8080"), addr("[::]:8080")]);
+    assert_eq!(b.listen, model::default_listen());
+    assert!(b.admin.is_empty());
     assert!(m.rules.is_empty());
     assert_eq!(m.default_backend, None);
-    assert_eq!(m.timeouts, Timeouts::default());
     assert_eq!(
-        m.timeouts,
-        Timeouts {
+        b.timeouts,
+        ClientTimeouts {
             header_read: Duration::from_secs(30),
             idle: Duration::from_secs(90),
-            connect: Duration::from_secs(5),
-            response: Duration::from_secs(60),
             drain: Duration::from_secs(30),
         }
     );
-    assert!(m.listen_tls.is_empty());
+    assert_eq!(
+        m.timeouts,
+        UpstreamTimeouts {
+            connect: Duration::from_secs(5),
+            response: Duration::from_secs(60),
+        }
+    );
+    assert_eq!(m.connect_retries, 2);
+    assert!(m.redirect_to_https);
+    assert!(b.listen_tls.is_empty());
     assert_eq!(m.backends["b"].endpoints, []);
     assert_eq!(m.backends["b"].protocol, Protocol::Http1);
 }
 
 #[test]
 fn a_file_with_only_a_comment_or_listen_still_loads() {
-    let m = ok("listen: [\"[::1]:0\"]\n");
-    assert_eq!(m.listen, [addr("[::1]:0")]);
-    assert!(m.backends.is_empty());
+    let f = file("listen: [\"[::1]:0\"]\n");
+    assert_eq!(f.bootstrap.listen, [addr("[::1]:0")]);
+    assert!(f.model.backends.is_empty());
 }
 
 #[test]
 fn timeouts_parse_human_durations_and_keep_defaults_for_the_rest() {
-    let m = ok("timeouts:\n  connect: 500ms\n  response: 2m\n  drain: \"1m 30s\"\n");
-    let d = Timeouts::default();
-    assert_eq!(m.timeouts.connect, Duration::from_millis(500));
-    assert_eq!(m.timeouts.response, Duration::from_secs(120));
-    assert_eq!(m.timeouts.drain, Duration::from_secs(90));
-    assert_eq!(m.timeouts.header_read, d.header_read);
-    assert_eq!(m.timeouts.idle, d.idle);
+    let f = file("timeouts:\n  connect: 500ms\n  response: 2m\n  drain: \"1m 30s\"\n");
+    let d = ClientTimeouts::default();
+    assert_eq!(f.model.timeouts.connect, Duration::from_millis(500));
+    assert_eq!(f.model.timeouts.response, Duration::from_secs(120));
+    assert_eq!(f.bootstrap.timeouts.drain, Duration::from_secs(90));
+    assert_eq!(f.bootstrap.timeouts.header_read, d.header_read);
+    assert_eq!(f.bootstrap.timeouts.idle, d.idle);
 }
 
 #[test]
@@ -493,10 +508,14 @@ fn load_names_the_file_and_reports_a_missing_one() {
 
 #[test]
 fn the_embedded_example_is_valid() {
-    let m = ok(EMBEDDED_DEFAULT);
-    assert_eq!(m.listen, model::default_listen());
-    assert_eq!(m.admin, Some(addr("127.0.0.1:9901")));
-    assert_eq!(m.timeouts, Timeouts::default());
+    let f = file(EMBEDDED_DEFAULT);
+    assert_eq!(f.bootstrap.listen, model::default_listen());
+    assert_eq!(
+        f.bootstrap.admin,
+        [addr("127.0.0.1:9901"), addr("[::1]:9901")]
+    );
+    assert_eq!(f.bootstrap.timeouts, ClientTimeouts::default());
+    let m = f.model;
     assert!(m
         .backends
         .values()
@@ -519,4 +538,50 @@ fn errors_under_an_invalid_host_are_reported_too() {
         all[2].starts_with("f.yaml:5:18: backend \"ghost\""),
         "{all:#?}"
     );
+}
+
+#[test]
+fn admin_is_one_address_or_a_list() {
+    let f = file("admin: \"127.0.0.1:9901\"\n");
+    assert_eq!(f.bootstrap.admin, [addr("127.0.0.1:9901")]);
+    let f = file("admin: [\"0.0.0.0:9901\", \"[::]:9901\"]\n");
+    assert_eq!(f.bootstrap.admin, [addr("0.0.0.0:9901"), addr("[::]:9901")]);
+    let e = error("admin: [\"0.0.0.0:9901\", \"::9901\"]\n");
+    assert!(e.starts_with("f.yaml:1:25: admin: \"::9901\""), "{e}");
+}
+
+#[test]
+fn connect_retries_is_bounded() {
+    assert_eq!(ok("connectRetries: 0\n").connect_retries, 0);
+    assert_eq!(ok("connectRetries: 5\n").connect_retries, 5);
+    let e = error("connectRetries: 100\n");
+    assert_eq!(e, "f.yaml:1:17: connectRetries must be between 0 and 16");
+    let e = error("connectRetries: -1\n");
+    assert!(e.starts_with("f.yaml:1:17: connectRetries"), "{e}");
+}
+
+#[test]
+fn kubernetes_mode_rejects_routing_keys_and_defaults_tls_listeners() {
+    let text =
+        "listen: [\"[::]:8080\"]\nroutes:\n  - paths: []\ndefaultBackend: b\nbackends:\n  b: {}\n";
+    let all: Vec<String> = match parse_for("f.yaml", text, Mode::Kubernetes) {
+        Ok(f) => panic!("expected errors, got {f:?}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    };
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert!(
+        all[0].starts_with("f.yaml:3:3: \"routes\" is not allowed with --kubernetes"),
+        "{all:#?}"
+    );
+    assert!(
+        all[1].starts_with("f.yaml:4:17: \"defaultBackend\" is not allowed"),
+        "{all:#?}"
+    );
+    assert!(
+        all[2].starts_with("f.yaml:6:3: \"backends\" is not allowed"),
+        "{all:#?}"
+    );
+    let f = parse_for("f.yaml", "redirectToHttps: false\n", Mode::Kubernetes).unwrap();
+    assert_eq!(f.bootstrap.listen_tls, model::default_listen_tls());
+    assert!(!f.model.redirect_to_https);
 }

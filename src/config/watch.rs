@@ -1,19 +1,25 @@
-//! Watching the configuration file and the files it names (certificates, keys) for changes.
+//! Watching the configuration file and the files it names (certificates, keys, CA bundles) for changes.
 //!
 //! Directories are watched rather than files, so that editors that replace a file and Kubernetes
-//! ConfigMap or Secret mounts (where the kubelet swaps a `..data` symlink) are both seen.
+//! ConfigMap or Secret mounts (where the kubelet swaps a `..data` symlink) are both seen. Bursts of events
+//! (write, chmod, rename) are coalesced by `notify-debouncer-full`.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 use tokio::sync::mpsc;
 
-/// Watches a changing set of files; sends `()` on its channel for each batch of relevant events.
+/// How long the files must be quiet before a change is reported.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Watches a changing set of files; sends `()` on its channel for each settled batch of relevant events.
 pub struct FileWatcher {
-    watcher: RecommendedWatcher,
+    debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
     dirs: HashSet<PathBuf>,
     names: Arc<Mutex<HashSet<OsString>>>,
 }
@@ -24,17 +30,16 @@ impl FileWatcher {
         let (tx, rx) = mpsc::channel(1);
         let names: Arc<Mutex<HashSet<OsString>>> = Arc::default();
         let relevant_names = names.clone();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let Ok(event) = res else { return };
-            if matches!(event.kind, EventKind::Access(_)) {
-                return;
-            }
+        let debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
+            let Ok(events) = res else { return };
             let names = relevant_names
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let relevant = event
-                .paths
+            let relevant = events
                 .iter()
+                // Our own reads open the files; only changes matter.
+                .filter(|e| !matches!(e.event.kind, EventKind::Access(_)))
+                .flat_map(|e| e.event.paths.iter())
                 .filter_map(|p| p.file_name())
                 .any(|n| names.contains(n) || n.to_string_lossy().starts_with(".."));
             if relevant {
@@ -44,7 +49,7 @@ impl FileWatcher {
         })?;
         Ok((
             FileWatcher {
-                watcher,
+                debouncer,
                 dirs: HashSet::new(),
                 names,
             },
@@ -64,7 +69,7 @@ impl FileWatcher {
                 _ => PathBuf::from("."),
             };
             if !self.dirs.contains(&dir) {
-                self.watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+                self.debouncer.watch(&dir, RecursiveMode::NonRecursive)?;
                 self.dirs.insert(dir);
             }
             names.extend(file.file_name().map(|n| n.to_os_string()));

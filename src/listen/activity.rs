@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::{watch, Notify};
 
-use crate::proxy::{BoxError, ProxyBody};
+use crate::http_types::{BoxError, ProxyBody};
 
 /// Request activity on one connection.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
 pub use reserve::FdReserve;
-pub use serve::{http_builder, serve, ConnHandler, ServeOptions, Transport};
+pub use serve::{http_builder, serve, CertsInForce, ConnHandler, ServeOptions, Transport};
 
 /// A listen address that could not be bound.
 #[derive(Debug, thiserror::Error)]

@@ -18,11 +18,11 @@ use tokio_util::task::TaskTracker;
 
 use super::activity::Activity;
 use super::reserve::{AcceptErrors, FdReserve};
-use crate::model::Timeouts;
-use crate::proxy::{canonical_peer, ConnInfo, ProxyBody};
+use crate::http_types::{canonical_peer, ConnInfo, ProxyBody};
+use crate::model::ClientTimeouts;
 use crate::telemetry::{AddrFamily, Deadline, Metrics};
 use crate::tls::accept::handshake;
-use crate::tls::CertStore;
+use crate::tls::CertTable;
 
 /// Largest request head accepted; a larger one gets 431 from hyper and is never forwarded.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -47,7 +47,7 @@ where
 }
 
 /// The connection builder with the proxy's limits and timeouts.
-pub fn http_builder(timeouts: &Timeouts) -> Builder<TokioExecutor> {
+pub fn http_builder(timeouts: &ClientTimeouts) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -65,13 +65,16 @@ pub fn http_builder(timeouts: &Timeouts) -> Builder<TokioExecutor> {
     builder
 }
 
+/// Gives the certificate table in force (the current snapshot's).
+pub type CertsInForce = Arc<dyn Fn() -> Arc<CertTable> + Send + Sync>;
+
 /// What a listener serves: plain HTTP, or TLS with certificates from a store.
 #[derive(Clone)]
 pub enum Transport {
     /// Plain TCP.
     Plain,
-    /// TLS.
-    Tls(Arc<CertStore>),
+    /// TLS, with the certificates in force at each handshake.
+    Tls(CertsInForce),
 }
 
 /// How one listener serves its connections.
@@ -93,7 +96,7 @@ pub struct ServeOptions {
 
 impl ServeOptions {
     /// Plain HTTP with the deadlines of `timeouts`, counted in `metrics` as client connections.
-    pub fn plain(timeouts: &Timeouts, metrics: Option<Arc<Metrics>>) -> ServeOptions {
+    pub fn plain(timeouts: &ClientTimeouts, metrics: Option<Arc<Metrics>>) -> ServeOptions {
         ServeOptions {
             transport: Transport::Plain,
             metrics,
@@ -188,7 +191,7 @@ pub async fn serve<H: ConnHandler>(
                     serve_io(&builder, TokioIo::new(stream), conn, handler, limits, stop).await;
                 }
                 Transport::Tls(store) => {
-                    match handshake(&store, stream, local, deadline, metrics).await {
+                    match handshake(store.as_ref(), stream, local, deadline, metrics).await {
                         Ok((tls, info)) => {
                             let conn = ConnInfo {
                                 tls: Some(Arc::new(info)),

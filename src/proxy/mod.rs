@@ -12,68 +12,29 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
-use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::routing::{self, Table};
+use crate::routing;
+use crate::snapshot::Snapshot;
 use crate::telemetry::{AddrFamily, Metrics};
-use crate::tls::accept::TlsInfo;
-use crate::tls::CertStore;
-use crate::upstream::{ForwardError, Upstreams};
+use crate::upstream::ForwardError;
 
-pub use error::text as error_response;
+pub use crate::http_types::{canonical_peer, error_response, BoxError, ConnInfo, ProxyBody};
 
-/// Errors carried in streamed bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type of every response the proxy sends.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
-
-/// State shared by every connection: the current table, the upstream pools, metrics.
+/// State shared by every connection: the snapshot in force, metrics, upgraded connections.
 pub struct Shared {
-    /// The routing table in force; requests load it once and keep it to the end.
-    pub table: ArcSwap<Table>,
-    /// Upstream connection pools.
-    pub upstreams: Upstreams,
+    /// Everything requests use; each request loads it once and keeps it to the end.
+    pub snapshot: ArcSwap<Snapshot>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Spliced upgraded connections, so the drain can wait for them.
     pub upgraded: TaskTracker,
     /// Fires when the drain period is over: upgraded connections close.
     pub drain_over: CancellationToken,
-    /// Certificates, when TLS listeners exist (also decides the HTTPS redirect).
-    pub certs: Option<Arc<CertStore>>,
-}
-
-/// What is known about one client connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// The client address, canonical (an IPv4-mapped IPv6 peer is shown as IPv4).
-    pub peer: SocketAddr,
-    /// The local address the client connected to.
-    pub local: SocketAddr,
-    /// The TLS session, on TLS listeners.
-    pub tls: Option<Arc<TlsInfo>>,
-}
-
-impl ConnInfo {
-    /// `https` on TLS connections, else `http`.
-    pub fn proto(&self) -> &'static str {
-        if self.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        }
-    }
-}
-
-/// Canonical form of a peer address: `::ffff:a.b.c.d` becomes `a.b.c.d`.
-pub fn canonical_peer(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// Serves one request.
@@ -170,14 +131,24 @@ async fn route_and_forward(
             None,
         );
     }
-    let table = shared.table.load_full();
+    let snapshot = shared.snapshot.load_full();
+    if !snapshot.installed {
+        return (
+            fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: no configuration loaded yet",
+            ),
+            None,
+        );
+    }
+    let table = &snapshot.table;
     let mut scratch = String::new();
     let request_host = host.map_or(routing::RequestHost::Missing, |h| {
         routing::host::parse(h, &mut scratch)
     });
 
     if let routing::RequestHost::Name(name) = request_host {
-        if let Some(resp) = redirect_or_misdirected(shared, conn, &table, name, &req, fail) {
+        if let Some(resp) = redirect_or_misdirected(&snapshot, conn, name, &req, fail) {
             return (resp, None);
         }
     }
@@ -229,16 +200,14 @@ async fn route_and_forward(
             Version::HTTP_11
         },
     };
-    let result = shared
-        .upstreams
-        .forward(
-            head,
-            body.map_err(BoxError::from),
-            backend,
-            table.timeouts.response,
-            &shared.metrics,
-        )
-        .await;
+    let result = crate::upstream::forward(
+        head,
+        body.map_err(BoxError::from),
+        backend,
+        table.timeouts.response,
+        &shared.metrics,
+    )
+    .await;
     match result {
         Ok((resp, endpoint)) => (
             relay(shared, resp, client_upgrade, endpoint, fail),
@@ -266,15 +235,14 @@ async fn route_and_forward(
 /// The answer to a request for DNS name `host` that must not be routed on this connection: a redirect to
 /// HTTPS on plain connections, or 421 on an HTTP/2 TLS connection whose certificate does not cover it.
 fn redirect_or_misdirected<B>(
-    shared: &Shared,
+    snapshot: &Snapshot,
     conn: &ConnInfo,
-    table: &Table,
     host: &str,
     req: &Request<B>,
     fail: impl Fn(StatusCode, &str) -> Response<ProxyBody>,
 ) -> Option<Response<ProxyBody>> {
     match &conn.tls {
-        None => https_redirect(shared, table, host, req).map(|location| error::redirect(&location)),
+        None => https_redirect(snapshot, host, req).map(|location| error::redirect(&location)),
         // RFC 9110 section 15.5.20: an HTTP/2 connection may be reused for another host only if the
         // certificate covers it; otherwise the client must retry on a new connection.
         Some(tls)
@@ -325,14 +293,9 @@ fn relay(
 
 /// `https://host[:port]/path?query` when plain-HTTP requests for `host` must move to HTTPS: redirects are
 /// on, a TLS listener exists, and a certificate is selected by the host.
-fn https_redirect<B>(
-    shared: &Shared,
-    table: &Table,
-    host: &str,
-    req: &Request<B>,
-) -> Option<String> {
-    let port = table.https_redirect_port?;
-    let store = shared.certs.as_ref()?;
+fn https_redirect<B>(snapshot: &Snapshot, host: &str, req: &Request<B>) -> Option<String> {
+    let port = snapshot.table.https_redirect_port?;
+    let store = snapshot.certs.as_ref()?;
     if !store.has_certificate_for(host) {
         return None;
     }

@@ -10,7 +10,7 @@ mod path;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::model::{HostMatch, Model, Timeouts};
+use crate::model::{HostMatch, Model, UpstreamTimeouts};
 use crate::upstream::EndpointSet;
 
 pub use host::RequestHost;
@@ -23,27 +23,26 @@ pub struct Table {
     wildcard: HashMap<Box<str>, PathTable>,
     any_host: Option<PathTable>,
     default_backend: Option<Arc<EndpointSet>>,
-    /// Timeouts that apply to requests served by this table.
-    pub timeouts: Timeouts,
+    /// Upstream timeouts that apply to requests served by this table.
+    pub timeouts: UpstreamTimeouts,
     /// Port of the first TLS listener when plain-HTTP requests for hosts with a certificate are redirected.
     pub https_redirect_port: Option<u16>,
 }
 
 impl Table {
-    /// Compiles `model`. Paths naming a backend the model does not define are skipped (validation reports
-    /// them before a model gets here).
-    pub fn compile(model: &Model) -> Table {
-        let backends: HashMap<&str, Arc<EndpointSet>> = model
-            .backends
-            .iter()
-            .map(|(name, b)| (name.as_str(), Arc::new(EndpointSet::for_backend(name, b))))
-            .collect();
+    /// Compiles `model` with the endpoint set of each backend (from [`crate::upstream::Registry`]).
+    /// `tls_port` is the port of the first bound TLS listener, if any: plain-HTTP requests for hosts with a
+    /// certificate are redirected there when the model asks for it. Paths naming a backend the model does
+    /// not define are skipped (validation reports them before a model gets here).
+    pub fn compile(
+        model: &Model,
+        backends: &HashMap<String, Arc<EndpointSet>>,
+        tls_port: Option<u16>,
+    ) -> Table {
         let mut table = Table {
             timeouts: model.timeouts,
-            https_redirect_port: match (model.redirect_to_https, model.tls.is_empty()) {
-                (true, false) => model.listen_tls.first().map(|a| a.port()),
-                _ => None,
-            },
+            https_redirect_port: tls_port
+                .filter(|_| model.redirect_to_https && !model.tls.is_empty()),
             default_backend: model
                 .default_backend
                 .as_deref()
@@ -59,12 +58,19 @@ impl Table {
                 }
             };
             for p in &rule.paths {
-                if let Some(backend) = backends.get(p.backend.as_str()) {
+                if let Some(backend) = backends.get(&p.backend) {
                     paths.insert(&p.path, p.kind, backend.clone());
                 }
             }
         }
         table
+    }
+
+    /// Compiles `model` with fresh upstream state and no TLS listener (benchmarks, tests).
+    pub fn compile_fresh(model: &Model) -> Table {
+        let mut registry = crate::upstream::Registry::new(std::time::Duration::from_secs(90));
+        let (backends, _) = registry.endpoint_sets(model);
+        Table::compile(model, &backends, None)
     }
 
     /// Finds the backend for a request. The host picks one set of paths (exact host, else wildcard, else the

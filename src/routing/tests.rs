@@ -19,8 +19,10 @@ backends:
 
 fn table(yaml: &str) -> Table {
     let text = format!("{yaml}\n{BACKENDS}");
-    let model = crate::config::parse("test.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    Table::compile(&model)
+    let model = crate::config::parse("test.yaml", &text)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        .model;
+    Table::compile_fresh(&model)
 }
 
 /// The backend chosen for a request with `Host: host` and `path`, by name.

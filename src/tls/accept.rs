@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
-use super::{CertEntry, CertStore};
+use super::{CertEntry, CertTable};
 use crate::telemetry::{AddrFamily, Metrics};
 
 /// What a finished handshake established.
@@ -20,10 +20,11 @@ pub struct TlsInfo {
     pub cert: Arc<CertEntry>,
 }
 
-/// Runs the handshake on `stream` until `deadline`, choosing the certificate from `store` by SNI and by
-/// the local address `local`; counts the result in `metrics`, if given.
+/// Runs the handshake on `stream` until `deadline`, choosing the certificate from the table `certs` gives
+/// (the one in force when the ClientHello arrives) by SNI and by the local address `local`; counts the
+/// result in `metrics`, if given.
 pub async fn handshake(
-    store: &CertStore,
+    certs: &(dyn Fn() -> Arc<CertTable> + Send + Sync),
     stream: TcpStream,
     local: SocketAddr,
     deadline: tokio::time::Instant,
@@ -36,7 +37,7 @@ pub async fn handshake(
             .client_hello()
             .server_name()
             .map(|n| n.trim_end_matches('.').to_ascii_lowercase().into());
-        let cert = store
+        let cert = certs()
             .select(sni.as_deref(), local.ip())
             .ok_or_else(|| io::Error::other("no TLS certificate loaded"))?;
         let tls = start.into_stream(cert.config.clone()).await?;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 
-pub use store::{CertEntry, CertStore, TlsError};
+pub use store::{CertEntry, CertStore, CertTable, TlsError};
 
 #[cfg(not(feature = "aws-lc-rs"))]
 use rustls::crypto::ring as crypto;

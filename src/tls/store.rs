@@ -1,11 +1,11 @@
-//! The certificate store: one prepared `rustls::ServerConfig` per certificate, chosen per handshake and
-//! swapped whole (arc-swap) when certificates change.
+//! Certificates: one prepared `rustls::ServerConfig` per certificate in an immutable [`CertTable`], chosen
+//! per handshake; a reload builds a new table (reusing what did not change) that is swapped in whole with
+//! the routing table.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
@@ -61,8 +61,10 @@ impl CertEntry {
     }
 }
 
-#[derive(Debug)]
-struct CertTable {
+/// The certificates in force: one immutable table, chosen from per handshake, built whole by
+/// [`CertStore`] and published with the rest of a snapshot.
+#[derive(Debug, Default)]
+pub struct CertTable {
     entries: Vec<Arc<CertEntry>>,
     exact: HashMap<String, usize>,
     wildcard: HashMap<String, usize>,
@@ -76,105 +78,119 @@ struct Shared {
     ticketer: Arc<dyn ProducesTickets>,
 }
 
-/// Picks the certificate for each handshake; updated whole when certificates change.
+/// Builds certificate tables; holds the session cache and ticket keys that every table shares, so
+/// sessions resume across reloads.
 #[derive(Debug)]
 pub struct CertStore {
-    table: ArcSwap<CertTable>,
     shared: Shared,
 }
 
 impl CertStore {
-    /// Loads every certificate. The first is the default; without any, a self-signed default is generated
-    /// (with a warning). Any certificate that fails to load is an error.
-    pub fn new(certs: &[TlsCert]) -> Result<CertStore, TlsError> {
-        let shared = Shared {
-            sessions: ServerSessionMemoryCache::new(16 * 1024),
-            ticketer: super::ticketer().map_err(|e| TlsError::Pem {
-                source_name: "session ticketer".into(),
-                reason: e.to_string(),
-            })?,
-        };
-        let mut entries = Vec::new();
-        for c in certs {
-            entries.push(Arc::new(load_entry(c, &shared)?));
-        }
-        if entries.is_empty() {
-            entries.push(Arc::new(self_signed(&shared)?));
-        }
+    /// A store with a fresh session cache and ticketer.
+    pub fn new() -> Result<CertStore, TlsError> {
         Ok(CertStore {
-            table: ArcSwap::from_pointee(CertTable::new(entries)),
-            shared,
+            shared: Shared {
+                sessions: ServerSessionMemoryCache::new(16 * 1024),
+                ticketer: super::ticketer().map_err(|e| TlsError::Pem {
+                    source_name: "session ticketer".into(),
+                    reason: e.to_string(),
+                })?,
+            },
         })
     }
 
-    /// Reloads `certs`. A certificate that fails to load is logged with its path and the previously
-    /// loaded one from the same files keeps serving; returns the errors.
-    pub fn update(&self, certs: &[TlsCert]) -> Vec<TlsError> {
-        let old = self.table.load_full();
+    /// Loads every certificate; any that fails is an error. The first is the default; without any, a
+    /// self-signed default is generated (with a warning).
+    pub fn load(&self, certs: &[TlsCert]) -> Result<CertTable, TlsError> {
+        let mut entries = Vec::new();
+        for c in certs {
+            entries.push(Arc::new(load_entry(c, &self.shared)?));
+        }
+        if entries.is_empty() {
+            entries.push(Arc::new(self_signed(&self.shared)?));
+        }
+        Ok(CertTable::new(entries))
+    }
+
+    /// Loads `certs` for a reload. A certificate that fails to load is logged with its path and the one
+    /// loaded before from the same sources (in `previous`) keeps serving; returns the errors too.
+    pub fn update(
+        &self,
+        certs: &[TlsCert],
+        previous: Option<&CertTable>,
+    ) -> (CertTable, Vec<TlsError>) {
         let mut errors = Vec::new();
         let mut entries = Vec::new();
         for c in certs {
+            let unchanged = previous.and_then(|old| {
+                old.entries.iter().find(|e| {
+                    e.source
+                        .as_ref()
+                        .is_some_and(|s| s == c && matches!(s.cert, PemSource::Inline(_)))
+                })
+            });
+            if let Some(same) = unchanged {
+                // Inline PEM (a Kubernetes Secret) that did not change: nothing to read or parse again.
+                entries.push(same.clone());
+                continue;
+            }
             match load_entry(c, &self.shared) {
                 Ok(e) => entries.push(Arc::new(e)),
                 Err(err) => {
-                    tracing::error!(error = %err, "certificate reload failed; keeping the previous one");
-                    let previous = old.entries.iter().find(|e| {
-                        e.source
-                            .as_ref()
-                            .is_some_and(|s| s.cert == c.cert && s.key == c.key)
+                    tracing::error!(error = %err, "certificate could not be loaded; keeping the previous one");
+                    let kept = previous.and_then(|old| {
+                        old.entries.iter().find(|e| {
+                            e.source
+                                .as_ref()
+                                .is_some_and(|s| s.cert == c.cert && s.key == c.key)
+                        })
                     });
-                    entries.extend(previous.cloned());
+                    entries.extend(kept.cloned());
                     errors.push(err);
                 }
             }
         }
         if entries.is_empty() {
-            match old.entries.iter().find(|e| e.source.is_none()) {
+            match previous.and_then(|old| old.entries.iter().find(|e| e.source.is_none())) {
                 Some(fallback) => entries.push(fallback.clone()),
                 None => match self_signed(&self.shared) {
                     Ok(e) => entries.push(Arc::new(e)),
-                    Err(err) => {
-                        errors.push(err);
-                        return errors;
-                    }
+                    Err(err) => errors.push(err),
                 },
             }
         }
-        self.table.store(Arc::new(CertTable::new(entries)));
-        errors
+        (CertTable::new(entries), errors)
     }
+}
 
+impl CertTable {
     /// The certificate for a handshake: by SNI name (exact, then one-label wildcard), else by the local
     /// address the client connected to (clients send no SNI for IP literals), else the default.
     pub fn select(&self, sni: Option<&str>, local_ip: IpAddr) -> Option<Arc<CertEntry>> {
-        let table = self.table.load();
         let by_name = sni.and_then(|name| {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
-            table.exact.get(&name).copied().or_else(|| {
+            self.exact.get(&name).copied().or_else(|| {
                 let (_, parent) = name.split_once('.')?;
-                table.wildcard.get(parent).copied()
+                self.wildcard.get(parent).copied()
             })
         });
         let local_ip = local_ip.to_canonical();
         let index = by_name
-            .or_else(|| table.ip.get(&local_ip).copied())
+            .or_else(|| self.ip.get(&local_ip).copied())
             .unwrap_or(0);
-        // The table is never empty (there is always a default), but a handshake must not panic if it were.
-        table.entries.get(index).or(table.entries.first()).cloned()
+        // A table that failed to build even a self-signed default is empty: the handshake fails, no panic.
+        self.entries.get(index).or(self.entries.first()).cloned()
     }
 
     /// Whether some configured certificate is selected by the DNS name `host` (lower case), for the
     /// HTTPS redirect: two hash probes.
     pub fn has_certificate_for(&self, host: &str) -> bool {
-        let table = self.table.load();
-        table.exact.contains_key(host)
+        self.exact.contains_key(host)
             || host
                 .split_once('.')
-                .is_some_and(|(_, parent)| table.wildcard.contains_key(parent))
+                .is_some_and(|(_, parent)| self.wildcard.contains_key(parent))
     }
-}
 
-impl CertTable {
     fn new(entries: Vec<Arc<CertEntry>>) -> CertTable {
         let mut t = CertTable {
             exact: HashMap::new(),

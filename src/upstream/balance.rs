@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use http::uri::Authority;
 
-use crate::model::{Backend, PemSource, Protocol};
+use super::registry::UpstreamClient;
+use crate::model::Protocol;
 
 /// One upstream endpoint: its address, and the URI authority made from it once (IPv6 bracketed by
 /// `SocketAddr`'s `Display`), so no request formats or parses it again.
@@ -17,20 +19,31 @@ pub struct Endpoint {
     pub authority: Authority,
 }
 
-/// The endpoints of one backend with a round-robin cursor.
+/// The endpoints of one backend, the client that reaches them, and a round-robin cursor that survives
+/// reloads (it lives in the [`super::Registry`]).
 #[derive(Debug)]
 pub struct EndpointSet {
     name: String,
     endpoints: Vec<Endpoint>,
-    next: AtomicUsize,
+    next: Arc<AtomicUsize>,
     protocol: Protocol,
-    ca: Option<PemSource>,
+    client: Arc<UpstreamClient>,
+    attempts: usize,
 }
 
 impl EndpointSet {
-    /// A set named `name` (used in logs) over `endpoints`. An address that cannot be a URI authority (an
-    /// IPv6 zone index such as `[fe80::1%eth0]:80`) is left out with an error log.
-    pub fn new(name: &str, endpoints: Vec<SocketAddr>) -> Self {
+    /// A set named `name` (used in logs and metrics) over `endpoints`, spoken to with `protocol` through
+    /// `client`, rotating with `cursor`; a failed connect is retried on at most `connect_retries` further
+    /// endpoints. An address that cannot be a URI authority (an IPv6 zone index such as
+    /// `[fe80::1%eth0]:80`) is left out with an error log.
+    pub fn new(
+        name: &str,
+        endpoints: Vec<SocketAddr>,
+        protocol: Protocol,
+        client: Arc<UpstreamClient>,
+        cursor: Arc<AtomicUsize>,
+        connect_retries: usize,
+    ) -> Self {
         let endpoints = endpoints
             .into_iter()
             .filter_map(|addr| match Authority::try_from(addr.to_string()) {
@@ -44,18 +57,10 @@ impl EndpointSet {
         EndpointSet {
             name: name.to_string(),
             endpoints,
-            next: AtomicUsize::new(0),
-            protocol: Protocol::Http1,
-            ca: None,
-        }
-    }
-
-    /// The set for backend `name` of a model.
-    pub fn for_backend(name: &str, backend: &Backend) -> Self {
-        EndpointSet {
-            protocol: backend.protocol,
-            ca: backend.ca.clone(),
-            ..EndpointSet::new(name, backend.endpoints.clone())
+            next: cursor,
+            protocol,
+            client,
+            attempts: connect_retries.saturating_add(1),
         }
     }
 
@@ -64,9 +69,9 @@ impl EndpointSet {
         self.protocol
     }
 
-    /// The CA bundle TLS endpoints are verified against (`None`: system roots).
-    pub fn ca(&self) -> &Option<PemSource> {
-        &self.ca
+    /// The client that sends this backend's requests.
+    pub fn client(&self) -> &UpstreamClient {
+        &self.client
     }
 
     /// The backend name.
@@ -79,16 +84,16 @@ impl EndpointSet {
         &self.endpoints
     }
 
-    /// Every endpoint once, starting at the next one in round-robin order: the first is the choice for
-    /// this request, the rest are the fallbacks on connect failure.
-    pub fn attempt_order(&self) -> impl Iterator<Item = &Endpoint> + '_ {
+    /// The endpoints one request may try, starting at the next one in round-robin order: the first is the
+    /// choice for this request, the rest (at most `connect_retries` of them) the fallbacks on connect failure.
+    pub fn attempt_order(&self) -> impl ExactSizeIterator<Item = &Endpoint> + '_ {
         let n = self.endpoints.len();
         let start = if n == 0 {
             0
         } else {
             self.next.fetch_add(1, Ordering::Relaxed) % n
         };
-        (0..n).map(move |i| &self.endpoints[(start + i) % n])
+        (0..n.min(self.attempts)).map(move |i| &self.endpoints[(start + i) % n])
     }
 }
 
@@ -96,20 +101,61 @@ impl EndpointSet {
 mod tests {
     use super::*;
 
+    fn set(eps: &[SocketAddr], retries: usize) -> EndpointSet {
+        let client = Arc::new(UpstreamClient::Unavailable("test".into()));
+        EndpointSet::new(
+            "b",
+            eps.to_vec(),
+            Protocol::Http1,
+            client,
+            Arc::default(),
+            retries,
+        )
+    }
+
     #[test]
     fn successive_requests_rotate_over_both_families() {
         let eps: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().unwrap(), "[::1]:2".parse().unwrap()];
-        let set = EndpointSet::new("b", eps.clone());
+        let set = set(&eps, 2);
         let firsts: Vec<_> = (0..4)
             .map(|_| set.attempt_order().next().unwrap().addr)
             .collect();
         assert_eq!(firsts, vec![eps[0], eps[1], eps[0], eps[1]]);
-        let order: Vec<_> = set.attempt_order().collect();
-        assert_eq!(order.len(), 2);
+        assert_eq!(set.attempt_order().len(), 2);
+    }
+
+    #[test]
+    fn attempts_are_capped_by_connect_retries() {
+        let eps: Vec<SocketAddr> = (1..=10)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        assert_eq!(set(&eps, 2).attempt_order().len(), 3);
+        assert_eq!(set(&eps, 0).attempt_order().len(), 1);
+        assert_eq!(set(&eps, 16).attempt_order().len(), 10);
+    }
+
+    #[test]
+    fn a_shared_cursor_continues_where_the_previous_set_stopped() {
+        let eps: Vec<SocketAddr> = (1..=3)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        let cursor = Arc::new(AtomicUsize::new(0));
+        let client = Arc::new(UpstreamClient::Unavailable("test".into()));
+        let first = EndpointSet::new(
+            "b",
+            eps.clone(),
+            Protocol::Http1,
+            client.clone(),
+            cursor.clone(),
+            2,
+        );
+        first.attempt_order().next();
+        let second = EndpointSet::new("b", eps.clone(), Protocol::Http1, client, cursor, 2);
+        assert_eq!(second.attempt_order().next().unwrap().addr, eps[1]);
     }
 
     #[test]
     fn empty_set_yields_nothing() {
-        assert_eq!(EndpointSet::new("b", vec![]).attempt_order().count(), 0);
+        assert_eq!(set(&[], 2).attempt_order().count(), 0);
     }
 }

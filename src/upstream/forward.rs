@@ -7,20 +7,12 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use std::collections::HashMap;
-use std::sync::Arc;
+use hyper_util::client::legacy::ResponseFuture;
 
-use arc_swap::ArcSwap;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Builder, Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-
+use super::registry::UpstreamClient;
 use super::{EndpointSet, ReclaimableBody};
-use crate::model::{Model, PemSource, Protocol, Timeouts};
-use crate::proxy::BoxError;
+use crate::http_types::BoxError;
 use crate::telemetry::Metrics;
-use crate::tls::client::client_config;
 
 /// Why a request could not be answered by an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -65,23 +57,6 @@ pub enum ForwardError {
     },
 }
 
-type PlainClient = Client<HttpConnector, ReclaimableBody>;
-type TlsClient = Client<HttpsConnector<HttpConnector>, ReclaimableBody>;
-
-/// The clients for TLS upstreams verified against one CA bundle (or the system roots).
-struct TlsClients {
-    https: TlsClient,
-    h2: TlsClient,
-}
-
-/// The shared upstream clients: one keep-alive pool per endpoint address and protocol.
-pub struct Upstreams {
-    http1: PlainClient,
-    h2c: PlainClient,
-    tls: ArcSwap<HashMap<Option<PemSource>, Arc<TlsClients>>>,
-    timeouts: Timeouts,
-}
-
 /// The parts of a request that every attempt reuses.
 pub struct RequestHead {
     /// Request method.
@@ -94,166 +69,95 @@ pub struct RequestHead {
     pub version: Version,
 }
 
-impl Upstreams {
-    /// Clients whose connect timeout and pool idle timeout come from `timeouts`.
-    pub fn new(timeouts: &Timeouts) -> Self {
-        Upstreams {
-            http1: client_builder(timeouts).build(tcp_connector(timeouts)),
-            h2c: client_builder(timeouts)
-                .http2_only(true)
-                .build(tcp_connector(timeouts)),
-            tls: ArcSwap::from_pointee(HashMap::new()),
-            timeouts: *timeouts,
-        }
+/// Hands one attempt to the backend's client.
+fn send(set: &EndpointSet, req: Request<ReclaimableBody>) -> Result<ResponseFuture, String> {
+    match set.client() {
+        UpstreamClient::Plain(c) => Ok(c.request(req)),
+        UpstreamClient::Tls(c) => Ok(c.request(req)),
+        UpstreamClient::Unavailable(reason) => Err(reason.clone()),
     }
+}
 
-    /// Builds the TLS clients the backends of `model` need (reading their CA bundles), off the request
-    /// path. Returns one message per backend whose TLS client could not be built; its requests get 502.
-    pub fn prepare(&self, model: &Model) -> Vec<String> {
-        let mut errors = Vec::new();
-        let current = self.tls.load_full();
-        let mut next: HashMap<Option<PemSource>, Arc<TlsClients>> = HashMap::new();
-        for (name, backend) in model.backends.iter().filter(|(_, b)| b.protocol.is_tls()) {
-            if next.contains_key(&backend.ca) {
-                continue;
-            }
-            if let Some(existing) = current.get(&backend.ca) {
-                next.insert(backend.ca.clone(), existing.clone());
-                continue;
-            }
-            match client_config(backend.ca.as_ref()) {
-                Ok(config) => {
-                    let connector = |alpn_h2: bool| {
-                        let b = HttpsConnectorBuilder::new()
-                            .with_tls_config(config.clone())
-                            .https_only();
-                        let mut http = tcp_connector(&self.timeouts);
-                        http.enforce_http(false);
-                        if alpn_h2 {
-                            b.enable_http2().wrap_connector(http)
-                        } else {
-                            b.enable_http1().wrap_connector(http)
-                        }
-                    };
-                    let clients = TlsClients {
-                        https: client_builder(&self.timeouts).build(connector(false)),
-                        h2: client_builder(&self.timeouts)
-                            .http2_only(true)
-                            .build(connector(true)),
-                    };
-                    next.insert(backend.ca.clone(), Arc::new(clients));
-                }
-                Err(e) => errors.push(format!("backend {name:?}: {e}")),
-            }
-        }
-        self.tls.store(Arc::new(next));
-        errors
-    }
-
-    fn send(
-        &self,
-        set: &EndpointSet,
-        req: Request<ReclaimableBody>,
-    ) -> Result<ResponseFuture, String> {
-        Ok(match set.protocol() {
-            Protocol::Http1 => self.http1.request(req),
-            Protocol::H2c => self.h2c.request(req),
-            p @ (Protocol::Https | Protocol::H2) => {
-                let clients = self.tls.load();
-                let Some(c) = clients.get(set.ca()) else {
-                    return Err(
-                        "no TLS client for this backend (its CA bundle failed to load)".into(),
-                    );
-                };
-                if p == Protocol::H2 {
-                    c.h2.request(req)
-                } else {
-                    c.https.request(req)
-                }
-            }
-        })
-    }
-
-    /// Sends the request to `set`, trying the next endpoint when a connection cannot be established.
-    /// Returns the response and the endpoint that produced it.
-    /// The body is not buffered: a failed connect never reads it, so it is taken back for the next attempt.
-    pub async fn forward<B>(
-        &self,
-        mut head: RequestHead,
-        body: B,
-        set: &EndpointSet,
-        response_timeout: Duration,
-        metrics: &Metrics,
-    ) -> Result<(Response<Incoming>, SocketAddr), ForwardError>
-    where
-        B: http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send + 'static,
-    {
-        let scheme = if set.protocol().is_tls() {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
+/// Sends the request to `set`, trying the next endpoint when a connection cannot be established (at most
+/// the backend's `connect_retries` further endpoints, each connect bounded by `timeouts.connect`).
+/// Returns the response and the endpoint that produced it.
+/// The body is not buffered: a failed connect never reads it, so it is taken back for the next attempt.
+pub async fn forward<B>(
+    mut head: RequestHead,
+    body: B,
+    set: &EndpointSet,
+    response_timeout: Duration,
+    metrics: &Metrics,
+) -> Result<(Response<Incoming>, SocketAddr), ForwardError>
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send + 'static,
+{
+    let scheme = if set.protocol().is_tls() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    };
+    let order = set.attempt_order();
+    let attempts = order.len();
+    let mut attempt = Some(ReclaimableBody::new(body));
+    let mut last_connect_error = None;
+    for (i, ep) in order.enumerate() {
+        let endpoint = ep.addr;
+        let Some((body, reclaim)) = attempt.take() else {
+            break;
         };
-        let attempts = set.endpoints().len();
-        let mut attempt = Some(ReclaimableBody::new(body));
-        let mut last_connect_error = None;
-        for (i, ep) in set.attempt_order().enumerate() {
-            let endpoint = ep.addr;
-            let Some((body, reclaim)) = attempt.take() else {
-                break;
-            };
-            // Only a later attempt needs the headers again; the last one takes them.
-            let headers = if i + 1 == attempts {
-                std::mem::take(&mut head.headers)
-            } else {
-                head.headers.clone()
-            };
-            let sent = build_request(&head, headers, scheme.clone(), ep.authority.clone(), body)
-                .and_then(|req| self.send(set, req));
-            let sent = match sent {
-                Ok(f) => f,
-                Err(reason) => {
-                    return Err(ForwardError::Upstream {
-                        backend: set.name().to_string(),
-                        endpoint,
-                        reason,
-                    })
-                }
-            };
-            match tokio::time::timeout(response_timeout, sent).await {
-                Ok(Ok(resp)) => return Ok((resp, endpoint)),
-                Ok(Err(e)) if e.is_connect() => {
-                    metrics.upstream_connect_error(endpoint);
-                    let reason = error_chain(&e);
-                    tracing::warn!(backend = set.name(), %endpoint, error = %reason, "upstream connect failed; trying next endpoint");
-                    last_connect_error = Some((endpoint, reason));
-                    attempt = reclaim.reclaim();
-                }
-                Ok(Err(e)) => {
-                    return Err(ForwardError::Upstream {
-                        backend: set.name().to_string(),
-                        endpoint,
-                        reason: error_chain(&e),
-                    })
-                }
-                Err(_) => {
-                    return Err(ForwardError::Timeout {
-                        backend: set.name().to_string(),
-                        endpoint,
-                        timeout: response_timeout,
-                    })
-                }
+        // Only a later attempt needs the headers again; the last one takes them.
+        let headers = if i + 1 == attempts {
+            std::mem::take(&mut head.headers)
+        } else {
+            head.headers.clone()
+        };
+        let sent = build_request(&head, headers, scheme.clone(), ep.authority.clone(), body)
+            .and_then(|req| send(set, req));
+        let sent = match sent {
+            Ok(f) => f,
+            Err(reason) => {
+                return Err(ForwardError::Upstream {
+                    backend: set.name().to_string(),
+                    endpoint,
+                    reason,
+                })
+            }
+        };
+        match tokio::time::timeout(response_timeout, sent).await {
+            Ok(Ok(resp)) => return Ok((resp, endpoint)),
+            Ok(Err(e)) if e.is_connect() => {
+                metrics.upstream_connect_error(endpoint);
+                let reason = error_chain(&e);
+                tracing::warn!(backend = set.name(), %endpoint, error = %reason, "upstream connect failed; trying next endpoint");
+                last_connect_error = Some((endpoint, reason));
+                attempt = reclaim.reclaim();
+            }
+            Ok(Err(e)) => {
+                return Err(ForwardError::Upstream {
+                    backend: set.name().to_string(),
+                    endpoint,
+                    reason: error_chain(&e),
+                })
+            }
+            Err(_) => {
+                return Err(ForwardError::Timeout {
+                    backend: set.name().to_string(),
+                    endpoint,
+                    timeout: response_timeout,
+                })
             }
         }
-        match last_connect_error {
-            Some((endpoint, reason)) => Err(ForwardError::Connect {
-                backend: set.name().to_string(),
-                endpoint,
-                reason,
-            }),
-            None => Err(ForwardError::NoEndpoints {
-                backend: set.name().to_string(),
-            }),
-        }
+    }
+    match last_connect_error {
+        Some((endpoint, reason)) => Err(ForwardError::Connect {
+            backend: set.name().to_string(),
+            endpoint,
+            reason,
+        }),
+        None => Err(ForwardError::NoEndpoints {
+            backend: set.name().to_string(),
+        }),
     }
 }
 
@@ -291,28 +195,6 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
-
-fn tcp_connector(timeouts: &Timeouts) -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(timeouts.connect));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    connector
-}
-
-fn client_builder(timeouts: &Timeouts) -> Builder {
-    let mut b = Client::builder(TokioExecutor::new());
-    b.pool_idle_timeout(timeouts.idle)
-        // Enough warm connections per endpoint for heavy keep-alive traffic, without keeping one for
-        // every request of a past burst (each idle connection holds its buffers).
-        .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new());
-    b
-}
-
-/// Idle keep-alive connections kept per upstream endpoint.
-pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
 impl ForwardError {
     /// The endpoint the error is about, if one was tried.

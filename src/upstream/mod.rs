@@ -1,10 +1,12 @@
-//! Upstream endpoints: load balancing over endpoint sets, the keep-alive connection pool, and forwarding
-//! one request with connect-failure retry.
+//! Upstream endpoints: load balancing over endpoint sets, the clients and keep-alive pools that survive
+//! reloads, and forwarding one request with a bounded connect-failure retry.
 
 mod balance;
 mod forward;
 mod reclaim;
+mod registry;
 
 pub use balance::{Endpoint, EndpointSet};
-pub use forward::{ForwardError, RequestHead, Upstreams};
+pub use forward::{forward, ForwardError, RequestHead};
 pub use reclaim::ReclaimableBody;
+pub use registry::{Registry, UpstreamClient, MAX_IDLE_PER_ENDPOINT};

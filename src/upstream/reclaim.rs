@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::proxy::BoxError;
+use crate::http_types::BoxError;
 
 type Inner = Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>;
 type Slot = Arc<Mutex<Option<Inner>>>;

@@ -184,8 +184,10 @@ impl TestProxy {
         let path = dir.path().join("proxy.yaml");
         let full = format!("listen: [\"127.0.0.1:0\", \"[::1]:0\"]\n{yaml}");
         std::fs::write(&path, full).unwrap();
-        let model = dualstack_ingress::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let server = Server::start(model).await.unwrap();
+        let file = dualstack_ingress::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let server = Server::start_with(&file.bootstrap, file.model)
+            .await
+            .unwrap();
         let v4 = *server.data_addrs().iter().find(|a| a.is_ipv4()).unwrap();
         let v6 = *server.data_addrs().iter().find(|a| a.is_ipv6()).unwrap();
         TestProxy {
@@ -198,12 +200,38 @@ impl TestProxy {
         }
     }
 
-    /// Like [`TestProxy::start`], and reloads the file whenever it changes.
+    /// Like [`TestProxy::start`], with the file as the configuration source: reloaded whenever it changes
+    /// (and on SIGHUP), as the binary does.
     pub async fn start_watched(yaml: &str) -> TestProxy {
-        let mut p = Self::start(yaml).await;
-        let reloader = p.server().reloader();
-        p.watch = Some(reloader.watch_file(p.path.clone()).unwrap());
-        p
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.yaml");
+        std::fs::write(
+            &path,
+            format!("listen: [\"127.0.0.1:0\", \"[::1]:0\"]\n{yaml}"),
+        )
+        .unwrap();
+        let file = dualstack_ingress::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (models, published) = tokio::sync::watch::channel(Some(Arc::new(file.model.clone())));
+        let server = Server::start(&file.bootstrap, published).await.unwrap();
+        server.wait_installed(1).await;
+        let watch = dualstack_ingress::config::source::spawn(
+            path.clone(),
+            dualstack_ingress::config::Mode::Standalone,
+            &file,
+            models,
+            server.metrics().clone(),
+        )
+        .unwrap();
+        let v4 = *server.data_addrs().iter().find(|a| a.is_ipv4()).unwrap();
+        let v6 = *server.data_addrs().iter().find(|a| a.is_ipv6()).unwrap();
+        TestProxy {
+            server: Some(server),
+            v4,
+            v6,
+            path,
+            dir,
+            watch: Some(watch),
+        }
     }
 
     /// The running server.

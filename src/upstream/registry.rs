@@ -1,0 +1,151 @@
+//! Upstream state that outlives a reload: the HTTP clients (with their keep-alive pools) and the
+//! round-robin position of every backend. The apply loop owns the registry and asks it for each backend's
+//! endpoint set when it compiles a model; an unchanged backend keeps its clients and position.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnectorBuilder;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Builder, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::{EndpointSet, ReclaimableBody};
+use crate::model::{Model, PemSource, Protocol};
+use crate::tls::client::client_config;
+use crate::tls::store::read_pem;
+
+/// Idle keep-alive connections kept per upstream endpoint.
+pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
+
+/// The client that sends a backend's requests: plain TCP or TLS, HTTP/1.1 or HTTP/2, or the reason none
+/// could be built (its CA bundle failed to load), which its requests get as 502.
+#[derive(Debug)]
+pub enum UpstreamClient {
+    /// `http1` and `h2c`.
+    Plain(Client<HttpConnector, ReclaimableBody>),
+    /// `https` and `h2`.
+    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, ReclaimableBody>),
+    /// No client: why.
+    Unavailable(String),
+}
+
+/// What makes two backends share a client (and so a connection pool per endpoint).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    protocol: Protocol,
+    /// The CA bundle's bytes (not its path: a rotated file must build a new client), or why it could not
+    /// be read.
+    ca: Option<Result<Vec<u8>, String>>,
+    connect: Duration,
+}
+
+/// Clients and round-robin positions, reused across compiles.
+#[derive(Debug)]
+pub struct Registry {
+    idle: Duration,
+    clients: HashMap<ClientKey, Arc<UpstreamClient>>,
+    cursors: HashMap<String, Arc<AtomicUsize>>,
+}
+
+impl Registry {
+    /// An empty registry whose pools close connections idle for `idle`.
+    pub fn new(idle: Duration) -> Self {
+        Registry {
+            idle,
+            clients: HashMap::new(),
+            cursors: HashMap::new(),
+        }
+    }
+
+    /// The endpoint set of every backend of `model`, reusing the clients and round-robin positions of
+    /// backends seen before; state no backend uses any more is dropped (requests in flight keep theirs).
+    /// Returns one message per backend whose TLS client could not be built; its requests get 502.
+    pub fn endpoint_sets(
+        &mut self,
+        model: &Model,
+    ) -> (HashMap<String, Arc<EndpointSet>>, Vec<String>) {
+        let mut errors = Vec::new();
+        let mut clients = HashMap::new();
+        let mut cursors = HashMap::new();
+        let mut sets = HashMap::new();
+        for (name, backend) in &model.backends {
+            let ca = match (&backend.ca, backend.protocol.is_tls()) {
+                (Some(source), true) => Some(read_pem(source).map_err(|e| e.to_string())),
+                _ => None,
+            };
+            let key = ClientKey {
+                protocol: backend.protocol,
+                ca,
+                connect: model.timeouts.connect,
+            };
+            let client = match clients.get(&key).or_else(|| self.clients.get(&key)) {
+                Some(c) => Arc::clone(c),
+                None => Arc::new(self.client(&key)),
+            };
+            if let UpstreamClient::Unavailable(reason) = client.as_ref() {
+                errors.push(format!("backend {name:?}: {reason}"));
+            }
+            clients.insert(key, client.clone());
+            let cursor = self.cursors.get(name).cloned().unwrap_or_default();
+            cursors.insert(name.clone(), cursor.clone());
+            let set = EndpointSet::new(
+                name,
+                backend.endpoints.clone(),
+                backend.protocol,
+                client,
+                cursor,
+                model.connect_retries,
+            );
+            sets.insert(name.clone(), Arc::new(set));
+        }
+        self.clients = clients;
+        self.cursors = cursors;
+        (sets, errors)
+    }
+
+    fn client(&self, key: &ClientKey) -> UpstreamClient {
+        let builder = client_builder(self.idle, key.protocol.is_http2());
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(key.connect));
+        http.set_nodelay(true);
+        if !key.protocol.is_tls() {
+            http.enforce_http(true);
+            return UpstreamClient::Plain(builder.build(http));
+        }
+        http.enforce_http(false);
+        let ca = match &key.ca {
+            Some(Err(reason)) => return UpstreamClient::Unavailable(reason.clone()),
+            Some(Ok(bytes)) => Some(PemSource::Inline(bytes.as_slice().into())),
+            None => None,
+        };
+        match client_config(ca.as_ref()) {
+            Ok(config) => {
+                let tls = HttpsConnectorBuilder::new()
+                    .with_tls_config(config)
+                    .https_only();
+                let connector = if key.protocol.is_http2() {
+                    tls.enable_http2().wrap_connector(http)
+                } else {
+                    tls.enable_http1().wrap_connector(http)
+                };
+                UpstreamClient::Tls(builder.build(connector))
+            }
+            Err(e) => UpstreamClient::Unavailable(format!("no TLS client: {e}")),
+        }
+    }
+}
+
+fn client_builder(idle: Duration, http2_only: bool) -> Builder {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.pool_idle_timeout(idle)
+        // Enough warm connections per endpoint for heavy keep-alive traffic, without keeping one for
+        // every request of a past burst (each idle connection holds its buffers).
+        .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http2_only(http2_only);
+    b
+}
