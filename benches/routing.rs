@@ -9,6 +9,7 @@
 //! `n/4` one-label wildcards (`*.w{i}.example.com`) and `n/4` deep prefix paths
 //! (`/p{i}/a/b/c/d/e/f/g` under `deep.example.com`). Each lookup parses the request authority as the proxy
 //! does (`routing::host::parse`) and then looks the path up.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -123,7 +124,7 @@ fn lookup(c: &mut Criterion) {
                     b.iter(|| {
                         let h = routing::host::parse(black_box(host), &mut scratch);
                         black_box(table.lookup(&h, black_box(path)).is_some())
-                    })
+                    });
                 },
             );
         }
@@ -148,7 +149,7 @@ fn compile(c: &mut Criterion) {
     let endpoints: usize = model.backends.values().map(|b| b.endpoints.len()).sum();
     assert_eq!(endpoints, 50_000);
     group.bench_function("10k_routes_50k_endpoints", |b| {
-        b.iter(|| Table::compile_fresh(black_box(&model)))
+        b.iter(|| Table::compile_fresh(black_box(&model)));
     });
     group.finish();
 }

@@ -8,6 +8,7 @@
 //!
 //! Each argument is one listen address (IPv6 bracketed); every address gets its own socket. It runs until
 //! it is killed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

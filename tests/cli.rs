@@ -1,5 +1,6 @@
 //! The real binary: `--check` exit codes and messages, log formats, SIGHUP reload and graceful drain on
 //! SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 
 mod support;
 

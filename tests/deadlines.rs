@@ -3,6 +3,7 @@
 //! kept-alive HTTP/1 connections close after it too; HTTP/2 connections without a stream close after
 //! `timeouts.idle` although they answer PINGs. Running out of descriptors recovers by itself, keeps the
 //! admin probe answering and keeps the log short.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! A host without one address family: the proxy warns and serves the other family instead of failing.
 //! Each test makes its own network namespace (root and `ip` from iproute2 are required, as in CI), so
 //! its ports and sysctls are private and the default ports can be used.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
 //! gRPC end to end with a real gRPC client and server (tonic): unary and server-streaming calls through
 //! the proxy over h2c on both address families, and a proper gRPC status from a dead backend.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 
 mod support;
 

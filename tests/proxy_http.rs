@@ -1,3 +1,6 @@
+//! The HTTP/1.1 and HTTP/2 request path through real sockets: upstream families, forwarding headers,
+//! hop-by-hop headers, error answers, limits and real clients.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 mod support;
 
 use std::convert::Infallible;

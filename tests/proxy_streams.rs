@@ -1,3 +1,5 @@
+//! Streaming through the proxy: chunked and long bodies both ways, WebSocket upgrades, h2c streams.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 mod support;
 
 use std::convert::Infallible;
@@ -160,7 +162,7 @@ async fn request_body_reaches_upstream_before_the_client_finishes_it() {
             let rest = body
                 .collect()
                 .await
-                .map(|b| b.to_bytes())
+                .map(http_body_util::Collected::to_bytes)
                 .unwrap_or_default();
             Ok(Response::new(Full::new(rest).boxed()))
         }

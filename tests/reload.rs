@@ -1,6 +1,7 @@
 //! Hot reload through the real file watcher: new configurations apply, broken ones are counted and ignored,
 //! a reload storm under load on both address families fails no request, and in-flight requests finish on
 //! the table they started with.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 
 mod support;
 

@@ -1,3 +1,5 @@
+//! The smallest end-to-end check: a client of each family reaches upstreams of both families.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 mod support;
 use support::*;
 

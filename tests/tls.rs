@@ -3,6 +3,7 @@
 //! forwarding headers, certificate hot swap under load, a broken certificate on reload, and handshake
 //! metrics. Clients are the real `curl` binary and, where curl cannot show it (which certificate was
 //! served, a second authority on one HTTP/2 connection), a tokio-rustls client.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 
 mod support;
 

@@ -1,54 +1,11 @@
 //! TLS upstreams: `protocol: https` (HTTP/1.1 over TLS) and `protocol: h2` (ALPN h2), verified against a
 //! `ca` bundle, with endpoints of both families; a certificate from another CA gets 502.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 
 mod support;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use support::certs::{Ca, Leaf};
+use support::certs::{tls_upstream, Ca};
 use support::*;
-
-/// A TLS upstream (ALPN h2 and http/1.1) answering with the HTTP version it was spoken to in.
-async fn tls_upstream(bind: &str, leaf: &Leaf) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let chain = vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    spawn_server(bind, move |stream| {
-        let acceptor = acceptor.clone();
-        async move {
-            let Ok(tls) = acceptor.accept(stream).await else {
-                return;
-            };
-            let svc = service_fn(|req: Request<Incoming>| async move {
-                let text = format!("tls upstream {:?} {}\n", req.version(), req.uri().path());
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), svc)
-                .await;
-        }
-    })
-    .await
-}
 
 #[tokio::test]
 async fn https_and_h2_upstreams_of_both_families_are_verified_against_the_ca() {

@@ -34,6 +34,7 @@ pub fn spawn(
         .map_err(std::io::Error::other)?;
     let mut hangup = signal(SignalKind::hangup())?;
     let bootstrap = started.bootstrap.clone();
+    tracing::info!(file = %path.display(), "watching the configuration file; SIGHUP reloads it too");
     Ok(tokio::spawn(async move {
         loop {
             tokio::select! {

@@ -519,11 +519,11 @@ fn the_embedded_example_is_valid() {
     assert!(m
         .backends
         .values()
-        .any(|b| b.endpoints.iter().any(|e| e.is_ipv4())));
+        .any(|b| b.endpoints.iter().any(std::net::SocketAddr::is_ipv4)));
     assert!(m
         .backends
         .values()
-        .any(|b| b.endpoints.iter().any(|e| e.is_ipv6())));
+        .any(|b| b.endpoints.iter().any(std::net::SocketAddr::is_ipv6)));
 }
 
 #[test]

@@ -72,7 +72,7 @@ impl FileWatcher {
                 self.debouncer.watch(&dir, RecursiveMode::NonRecursive)?;
                 self.dirs.insert(dir);
             }
-            names.extend(file.file_name().map(|n| n.to_os_string()));
+            names.extend(file.file_name().map(std::ffi::OsStr::to_os_string));
         }
         *self.names.lock().unwrap_or_else(PoisonError::into_inner) = names;
         Ok(())

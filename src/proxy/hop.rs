@@ -72,7 +72,7 @@ mod tests {
             None,
             "no upgrade without Connection: upgrade"
         );
-        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        let left: Vec<_> = h.keys().map(http::HeaderName::as_str).collect();
         assert_eq!(left, vec!["x-kept"]);
     }
 

@@ -89,12 +89,12 @@ impl Body for ReclaimableBody {
     fn is_end_stream(&self) -> bool {
         self.taken
             .as_ref()
-            .map_or(self.end_stream, |b| b.is_end_stream())
+            .map_or(self.end_stream, http_body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
         self.taken
             .as_ref()
-            .map_or(self.size_hint, |b| b.size_hint())
+            .map_or(self.size_hint, http_body::Body::size_hint)
     }
 }

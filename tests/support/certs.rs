@@ -1,7 +1,19 @@
 //! Test certificates made with rcgen: a CA and leaves it signs (DNS names, wildcards, IP addresses),
 //! written as PEM files, and atomic replacement of those files for hot-swap tests.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::PrivateKeyDer;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -72,9 +84,13 @@ impl Ca {
     /// `127.0.0.1` and `::1`, which rcgen turns into IP address SANs), signed by this CA with a fresh key
     /// (so a fresh serial: rcgen derives it from the public key).
     pub fn leaf(&self, names: &[&str]) -> Leaf {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
+        let mut params = CertificateParams::new(
+            names
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
@@ -125,4 +141,41 @@ pub fn replace_file(path: &Path, contents: &[u8]) {
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     std::fs::write(&tmp, contents).unwrap();
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A TLS upstream (ALPN h2 and http/1.1) answering with the HTTP version it was spoken to in; a path
+/// `/delay/<ms>` answers after that many milliseconds.
+pub async fn tls_upstream(bind: &str, leaf: &Leaf) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let chain = vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    super::spawn_server(bind, move |stream| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let svc = service_fn(|req: Request<Incoming>| async move {
+                if let Some(ms) = req.uri().path().strip_prefix("/delay/") {
+                    let ms: u64 = ms.parse().unwrap_or(0);
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                let text = format!("tls upstream {:?} {}\n", req.version(), req.uri().path());
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        }
+    })
+    .await
 }
