@@ -1553,12 +1553,21 @@ impl KubeApi {
     /// taken from `obj` as given. Returns the stored object. Panics on an unknown apiVersion/kind or a
     /// missing name.
     pub fn apply(&self, obj: impl Serialize) -> Value {
-        let obj = serde_json::to_value(obj).expect("object serialises to JSON");
+        self.try_apply(obj).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`KubeApi::apply`] that reports an unknown kind or a missing name as an error.
+    pub fn try_apply(&self, obj: impl Serialize) -> Result<Value, String> {
+        let obj =
+            serde_json::to_value(obj).map_err(|e| format!("not serialisable to JSON: {e}"))?;
         let av = obj["apiVersion"].as_str().unwrap_or_default();
         let kind = obj["kind"].as_str().unwrap_or_default();
         let res = resource_by_kind(av, kind)
-            .unwrap_or_else(|| panic!("the test API server does not serve {av} {kind}"));
-        let name = meta_str(&obj, "name").expect("metadata.name").to_string();
+            .ok_or_else(|| format!("the test API server does not serve {av:?} {kind:?}"))?;
+        let name = match meta_str(&obj, "name") {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => return Err(format!("{kind} without metadata.name")),
+        };
         let ns = if RESOURCES[res].namespaced {
             meta_str(&obj, "namespace").unwrap_or("default").to_string()
         } else {
@@ -1567,7 +1576,7 @@ impl KubeApi {
         let key = (ns, name);
         let mut st = self.inner.lock();
         let prev = st.objects[res].get(&key).cloned();
-        (*st.store(res, key, prev, obj)).clone()
+        Ok((*st.store(res, key, prev, obj)).clone())
     }
 
     fn res(api_version: &str, kind: &str) -> usize {
