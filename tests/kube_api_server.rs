@@ -139,6 +139,19 @@ async fn reflector_lists_and_follows_ingresses() {
         async move { view == want }
     })
     .await;
+    task.abort();
+
+    // The same through a streaming list (sendInitialEvents, ended by the initial-events-end bookmark).
+    let api: Api<Ingress> = Api::all(server.client());
+    let (store, task) = start_reflector(api, watcher::Config::default().streaming_lists()).await;
+    assert_eq!(ingress_view(&store), want);
+    server.apply(ingress("team", "d", "d.example"));
+    wait_until("the streaming-list store follows", LIMIT, || {
+        let ok = ingress_view(&store) == server_ingress_view(&server);
+        async move { ok }
+    })
+    .await;
+
     let a = server.get(NET, "Ingress", "default", "a").unwrap();
     assert_eq!(a["metadata"]["generation"], 2);
     assert!(a["metadata"]["uid"].as_str().is_some_and(|u| !u.is_empty()));
@@ -285,6 +298,69 @@ async fn a_resume_from_compacted_history_gets_410_in_the_stream() {
         Some(Ok(kube::api::WatchEvent::Added(i))) => assert_eq!(i.name_any(), "b"),
         other => panic!("expected ADDED b, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn watches_get_bookmarks() {
+    let server = KubeApi::start().await;
+    server.apply(ingress("default", "a", "a.example"));
+    let api: Api<Ingress> = Api::all(server.client());
+    let rv = server.resource_version().to_string();
+    let mut stream = api
+        .watch(&kube::api::WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    server.apply(ingress("default", "b", "b.example"));
+    let now = server.resource_version();
+    // Bookmarks may come before the change; after it, one comes that carries its resourceVersion.
+    let mut added = false;
+    loop {
+        match tokio::time::timeout(LIMIT, stream.next()).await.unwrap() {
+            Some(Ok(kube::api::WatchEvent::Added(i))) => {
+                assert_eq!(i.name_any(), "b");
+                added = true;
+            }
+            Some(Ok(kube::api::WatchEvent::Bookmark(b))) if added => {
+                assert_eq!(b.metadata.resource_version, now.to_string());
+                break;
+            }
+            Some(Ok(kube::api::WatchEvent::Bookmark(_))) => {}
+            other => panic!("expected ADDED b or a bookmark, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn holds_ten_thousand_ingresses() {
+    let server = KubeApi::start().await;
+    for i in 0..10_000 {
+        server.apply(ingress(
+            &format!("ns{}", i % 100),
+            &format!("ing{i}"),
+            &format!("h{i}.example"),
+        ));
+    }
+    let api: Api<Ingress> = Api::all(server.client());
+    let (store, task) = start_reflector(api, watcher::Config::default()).await;
+    assert_eq!(store.state().len(), 10_000);
+    let one_ns: Api<Ingress> = Api::namespaced(server.client(), "ns7");
+    assert_eq!(
+        one_ns
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        100
+    );
+    server.delete(NET, "Ingress", "ns7", "ing7");
+    wait_until("the delete reaches the store", LIMIT, || {
+        let n = store.state().len();
+        async move { n == 9_999 }
+    })
+    .await;
+    task.abort();
 }
 
 #[tokio::test]
