@@ -294,6 +294,15 @@ fn example_manifests_translate_without_problems() {
     let state = manifests::load_dir(&dir).unwrap_or_else(|e| panic!("{e:#?}"));
     let t = translate(&state, &Options::default());
     assert!(t.problems.is_empty(), "{:#?}", t.problems);
+    let text = report::render(&t);
+    for line in [
+        "    169.254.10.1:8080  ipv4",
+        "    [fd00::10:1]:8081  ipv6",
+        "  default/web/api:9000  h2c",
+        "  app.example.com  (default)",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in:\n{text}");
+    }
     assert_eq!(t.owned.len(), 2, "{:?}", t.owned);
     assert_eq!(t.stats.certificates, 1);
     assert!(
