@@ -16,6 +16,7 @@ use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, Ingress, IngressBackend, IngressClass, IngressTLS,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
@@ -697,17 +698,24 @@ fn load_secret(index: &Index<'_>, ns: &str, name: &str) -> SecretResult {
     let cert = field("tls.crt").ok_or_else(|| bad("has no tls.crt".to_string()))?;
     let key = field("tls.key").ok_or_else(|| bad("has no tls.key".to_string()))?;
     let cert: Arc<[u8]> = Arc::from(cert);
-    if let Err(e) = crate::tls::store::parse_chain(&PemSource::Inline(cert.clone())) {
-        let reason = match e {
-            TlsError::Pem { reason, .. } => reason,
-            other => other.to_string(),
-        };
-        return Err(bad(format!("tls.crt: {reason}")));
-    }
-    if let Err(e) = PrivateKeyDer::from_pem_slice(key) {
-        return Err(bad(format!(
+    let chain = match crate::tls::store::parse_chain(&PemSource::Inline(cert.clone())) {
+        Ok(chain) => chain,
+        Err(e) => {
+            let reason = match e {
+                TlsError::Pem { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            return Err(bad(format!("tls.crt: {reason}")));
+        }
+    };
+    let parsed_key = PrivateKeyDer::from_pem_slice(key).map_err(|e| {
+        bad(format!(
             "tls.key: no usable private key (PKCS#8, PKCS#1 or SEC1): {e}"
-        )));
+        ))
+    })?;
+    // The certificate store would refuse a key that does not belong to the certificate; say so here.
+    if let Err(e) = CertifiedKey::from_der(chain, parsed_key, &crate::tls::provider()) {
+        return Err(bad(format!("tls.key does not fit tls.crt: {e}")));
     }
     Ok((cert, Arc::from(key)))
 }
