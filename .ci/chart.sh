@@ -10,7 +10,12 @@ venv="$HOME/.cache/dualstack-ingress/chart-venv"
 stamp="$venv/.installed-v1"
 if [ ! -f "$stamp" ]; then
   rm -rf "$venv"
-  python3 -m venv "$venv"
+  if ! command -v python3 >/dev/null || ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv python3-pip
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+  fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
     'helm-python-sdk>=0.2.2,<0.3' 'kubernetes-validate>=1.37' 'pyyaml>=6'
   touch "$stamp"

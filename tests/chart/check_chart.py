@@ -276,6 +276,23 @@ def validate_objects(case: str, objects: list[dict[str, Any]]) -> None:
                 check(f"{case}: {kn} has a schema for Kubernetes {ver}", False, e.message)
 
 
+RENDERED: list[dict[str, Any]] = []  # every object of every case, for the kubernetes-validate CLI run
+
+
+def validate_with_cli() -> None:
+    """The same validation through the kubernetes-validate command line, once for all cases."""
+    cli = Path(sys.executable).with_name("kubernetes-validate")
+    objs = [{k: v for k, v in o.items() if k != "__template"} for o in RENDERED
+            if (o.get("apiVersion"), o.get("kind")) not in CRD_KINDS]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump_all(objs, f)
+        f.flush()
+        cmd = [str(cli), "--strict", "--quiet"] + [a for v in K8S_VERSIONS for a in ("-k", v)] + [f.name]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+    check(f"kubernetes-validate --strict -k {' -k '.join(K8S_VERSIONS)}: {len(objs)} objects pass",
+          r.returncode == 0 and not r.stdout.strip(), (r.returncode, r.stdout[-2000:], r.stderr[-500:]))
+
+
 def check_case(chart: helm.Chart, case: str, values: dict[str, Any], rbac_needs: dict[str, set] | None) -> None:
     merged = chart.merge_values(values)
     try:
@@ -296,6 +313,7 @@ def check_case(chart: helm.Chart, case: str, values: dict[str, Any], rbac_needs:
         check(f"{case}: renders", False, e)
         return
     check(f"{case}: renders", bool(objects))
+    RENDERED.extend(objects)
     validate_objects(case, objects)
 
     names = [(o.get("kind"), o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects]
@@ -645,6 +663,7 @@ def main() -> int:
             check_case(chart, path.stem, load_values(path), needs)
             print(f"  {path.stem}: {'ok' if check.failed == before else 'FAILED'}", flush=True)
         check_rejections(chart)
+    validate_with_cli()
     check_dockerfile()
     print(f"({len(cases)} values cases, {time.monotonic() - start:.1f}s)")
     print(f"chart: {check.passed} passed, {check.failed} failed")
