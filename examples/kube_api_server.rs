@@ -8,6 +8,7 @@
 //! Every `*.yaml` / `*.yml` file in `DIR` (multi-document YAML; a `kind: List` is expanded) is loaded, a
 //! kubeconfig pointing at the server is written to `OUT`, `listening on http://ADDR` is printed, and the
 //! server runs until it is killed. Plain HTTP, no authentication.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 
 #[path = "../tests/support/kube_api.rs"]
 mod kube_api;

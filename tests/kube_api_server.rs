@@ -1,6 +1,7 @@
 //! The test Kubernetes API server (`tests/support/kube_api.rs`) against the real `kube` client: lists,
 //! watches through `kube::runtime`, selectors, a restart that forces a relist, status patches, leases through
 //! `kube-lease-manager`, and an unavailable server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 
 mod support;
 
@@ -174,7 +175,7 @@ async fn label_and_field_selectors() {
         .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
         .await
         .unwrap();
-    let mut names: Vec<String> = web.items.iter().map(|s| s.name_any()).collect();
+    let mut names: Vec<String> = web.items.iter().map(kube::ResourceExt::name_any).collect();
     names.sort();
     assert_eq!(names, ["web-1", "web-2"]);
     let not_web = slices

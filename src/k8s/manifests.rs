@@ -216,7 +216,7 @@ fn add(place: &Place<'_>, value: Value, state: &mut ClusterState, errors: &mut V
             tracing::warn!(at = %place.at(), %api_version, object = %what, "apiVersion not supported; object skipped");
         }
         _ => {
-            tracing::debug!(at = %place.at(), %api_version, object = %what, "kind not used; object skipped")
+            tracing::debug!(at = %place.at(), %api_version, object = %what, "kind not used; object skipped");
         }
     }
 }

@@ -135,7 +135,11 @@ fn backends_of(t: &Translation) -> BTreeMap<String, ExpectBackend> {
                 name.clone(),
                 ExpectBackend {
                     protocol: protocol_name(b.protocol).to_string(),
-                    endpoints: b.endpoints.iter().map(|e| e.to_string()).collect(),
+                    endpoints: b
+                        .endpoints
+                        .iter()
+                        .map(std::string::ToString::to_string)
+                        .collect(),
                     named: b
                         .named
                         .iter()
@@ -215,7 +219,11 @@ fn run_fixture(path: &Path) -> Vec<String> {
         }
     };
     if let Some(owned) = &expect.owned {
-        let got: Vec<String> = t.owned.iter().map(|k| k.to_string()).collect();
+        let got: Vec<String> = t
+            .owned
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         check("owned", format!("{owned:#?}"), format!("{got:#?}"));
     }
     check(
@@ -311,7 +319,9 @@ fn example_manifests_translate_without_problems() {
         t.stats
     );
     // The certificate parses as a rustls certificate and key, as the store will load it.
-    assert!(crate::tls::CertStore::new(&t.model.tls).is_ok());
+    assert!(crate::tls::CertStore::new()
+        .and_then(|s| s.load(&t.model.tls))
+        .is_ok());
 }
 
 fn meta(ns: &str, name: &str) -> ObjectMeta {

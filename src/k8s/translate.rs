@@ -587,14 +587,11 @@ fn resolve(index: &Index<'_>, ns: &str, service: &str, port: PortRef<'_>) -> Res
             );
         };
         let text = spec.and_then(|s| s.external_name.as_deref()).unwrap_or("");
-        let host = match parse_host_rule(text) {
-            Ok(HostMatch::Exact(h)) => h,
-            _ => {
-                return fail(
-                    "bad-external-name",
-                    format!("service {ns}/{service}: externalName {text:?} is not a DNS name"),
-                )
-            }
+        let Ok(HostMatch::Exact(host)) = parse_host_rule(text) else {
+            return fail(
+                "bad-external-name",
+                format!("service {ns}/{service}: externalName {text:?} is not a DNS name"),
+            );
         };
         return Resolved {
             backend: Backend {
