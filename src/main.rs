@@ -10,7 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use dualstack_ingress::config;
+use dualstack_ingress::{config, k8s};
 use dualstack_ingress::server::Server;
 use dualstack_ingress::telemetry::{self, LogFormat};
 use dualstack_ingress::tls::CertStore;
@@ -30,9 +30,41 @@ struct Cli {
     /// Static configuration file (YAML or JSON); watched and reloaded on change and on SIGHUP.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Validate the configuration and exit: 0 when valid, 1 with every error as FILE:LINE:COLUMN: message.
-    #[arg(long, requires = "config")]
+    /// Validate and exit: with --config, 0 when valid, else 1 with every error as FILE:LINE:COLUMN: message;
+    /// with --manifests, print the routing table those objects give and every problem (1 when any).
+    #[arg(long)]
     check: bool,
+    /// Run as a Kubernetes ingress controller: routes, backends and certificates come from Ingress,
+    /// IngressClass, Service, EndpointSlice and TLS Secret objects (in-cluster service account, else
+    /// KUBECONFIG or ~/.kube/config). --config then sets only listeners, admin, timeouts, redirectToHttps.
+    #[arg(long, conflicts_with = "manifests")]
+    kubernetes: bool,
+    /// Serve what the controller would serve for the Kubernetes objects in the YAML files of DIR (with
+    /// --check: print it and exit).
+    #[arg(long, value_name = "DIR")]
+    manifests: Option<PathBuf>,
+    /// The legacy `kubernetes.io/ingress.class` annotation value that selects this controller.
+    #[arg(long, value_name = "NAME", default_value = k8s::DEFAULT_INGRESS_CLASS)]
+    ingress_class: String,
+    /// The IngressClass `spec.controller` value this controller owns.
+    #[arg(long, value_name = "NAME", default_value = k8s::DEFAULT_CONTROLLER_NAME)]
+    controller_name: String,
+    /// Only watch Ingresses (and their Services, EndpointSlices, Secrets) in this namespace.
+    #[arg(long, value_name = "NS")]
+    watch_namespace: Option<String>,
+    /// The Service whose addresses go into Ingress status (its load-balancer addresses, or for NodePort the
+    /// nodes' addresses).
+    #[arg(long, value_name = "NS/NAME", conflicts_with = "publish_address")]
+    publish_service: Option<String>,
+    /// Addresses to put into Ingress status, comma-separated, any mix of families.
+    #[arg(long, value_name = "IP,...", value_delimiter = ',')]
+    publish_address: Vec<std::net::IpAddr>,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, value_name = "NS", env = "POD_NAMESPACE", default_value = "default")]
+    election_namespace: String,
+    /// Print the Kubernetes RBAC rules the controller needs (JSON) and exit.
+    #[arg(long)]
+    print_rbac: bool,
     /// Worker threads (default: one per CPU). 1 runs the proxy on a single-threaded runtime, the
     /// cheapest way to serve from one core (like nginx's `worker_processes 1`).
     #[arg(long, value_name = "N", env = "DUALSTACK_INGRESS_THREADS")]
@@ -44,8 +76,19 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.print_rbac {
+        println!("{:#}", k8s::controller::rbac_json());
+        return ExitCode::SUCCESS;
+    }
     if cli.check {
-        return check(cli.config.as_deref().unwrap_or(std::path::Path::new("")));
+        return match (&cli.manifests, &cli.config) {
+            (Some(dir), _) => check_manifests(dir, &cli),
+            (None, Some(path)) => check(path, mode(&cli)),
+            (None, None) => {
+                eprintln!("error: --check needs --config FILE or --manifests DIR");
+                ExitCode::from(2)
+            }
+        };
     }
     telemetry::init_logging(cli.log_format);
     let runtime = match cli.threads {
@@ -75,8 +118,54 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    let file = match config::load(path) {
+/// How the configuration file is read: for the controller modes, without routes.
+fn mode(cli: &Cli) -> config::Mode {
+    if cli.kubernetes || cli.manifests.is_some() {
+        config::Mode::Kubernetes
+    } else {
+        config::Mode::Standalone
+    }
+}
+
+/// Which Ingresses are ours, from the flags.
+fn k8s_options(cli: &Cli) -> k8s::Options {
+    k8s::Options {
+        ingress_class: cli.ingress_class.clone(),
+        controller_name: cli.controller_name.clone(),
+        watch_namespace: cli.watch_namespace.clone(),
+    }
+}
+
+/// `--manifests DIR --check`: the routing table and every problem; 1 when anything is wrong.
+fn check_manifests(dir: &std::path::Path, cli: &Cli) -> ExitCode {
+    if let Some(path) = &cli.config {
+        if let Err(errors) = config::load_for(path, config::Mode::Kubernetes) {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    }
+    let state = match k8s::manifests::load_dir(dir) {
+        Ok(state) => state,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let translation = k8s::translate(&state, &k8s_options(cli));
+    print!("{}", k8s::report::render(&translation));
+    if translation.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn check(path: &std::path::Path, mode: config::Mode) -> ExitCode {
+    let file = match config::load_for(path, mode) {
         Ok(file) => file,
         Err(errors) => {
             for e in &errors.0 {
@@ -109,6 +198,9 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.kubernetes || cli.manifests.is_some() {
+        return run_controller(cli).await;
+    }
     let demo_stop = CancellationToken::new();
     let file = match &cli.config {
         Some(path) => {
@@ -169,4 +261,65 @@ async fn wait_for_stop(embedded: bool) -> anyhow::Result<()> {
             _ = int.recv() => return Ok(()),
         }
     }
+}
+
+/// `--kubernetes` and `--manifests DIR`: the controller's sources on the standalone proxy's server.
+async fn run_controller(cli: Cli) -> anyhow::Result<()> {
+    let file = match &cli.config {
+        Some(path) => config::load_for(path, config::Mode::Kubernetes)
+            .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?,
+        None => config::ConfigFile {
+            bootstrap: dualstack_ingress::model::Bootstrap {
+                listen_tls: dualstack_ingress::model::default_listen_tls(),
+                ..Default::default()
+            },
+            model: dualstack_ingress::model::Model::default(),
+        },
+    };
+    let options = k8s_options(&cli);
+    if let Some(dir) = &cli.manifests {
+        let state = k8s::manifests::load_dir(dir)
+            .map_err(|e| anyhow::anyhow!("cannot load {}:\n{}", dir.display(), e.join("\n")))?;
+        let translation = k8s::translate(&state, &options);
+        for p in &translation.problems {
+            tracing::warn!(problem = %p, "Ingress problem");
+        }
+        let model = dualstack_ingress::model::Model {
+            rules: translation.model.rules,
+            default_backend: translation.model.default_backend,
+            backends: translation.model.backends,
+            tls: translation.model.tls,
+            ..file.model
+        };
+        let server = Server::start_with(&file.bootstrap, model).await?;
+        wait_for_stop(false).await?;
+        server.shutdown().await;
+        return Ok(());
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster service account, KUBECONFIG or ~/.kube/config)")?;
+    let (models, published) = watch::channel(None);
+    let server = Server::start(&file.bootstrap, published).await?;
+    let stop = CancellationToken::new();
+    let controller = k8s::controller::Controller {
+        client,
+        options,
+        base: file.model,
+        publish: match (&cli.publish_service, cli.publish_address.is_empty()) {
+            (Some(s), _) => k8s::controller::publish_service(s).map_err(anyhow::Error::msg)?,
+            (None, false) => k8s::status::Publish::Addresses(cli.publish_address.clone()),
+            (None, true) => k8s::status::Publish::Nothing,
+        },
+        election_namespace: cli.election_namespace.clone(),
+        identity: k8s::controller::identity(),
+        lease_duration: k8s::controller::lease_duration(),
+    };
+    let running = controller.spawn(models, server.metrics().clone(), stop.clone());
+    wait_for_stop(false).await?;
+    tracing::info!("shutting down: draining in-flight requests");
+    stop.cancel();
+    server.shutdown().await;
+    running.abort_all();
+    Ok(())
 }

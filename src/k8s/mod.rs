@@ -7,6 +7,7 @@
 //! becomes a [`Problem`] naming the Ingress it affects, never a failed snapshot.
 
 pub mod addresses;
+pub mod controller;
 pub mod manifests;
 pub mod report;
 mod translate;

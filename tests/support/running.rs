@@ -20,10 +20,16 @@ pub struct Running {
 impl Running {
     /// Starts the binary in `dir` with `args` and `RUST_LOG=info`.
     pub fn start(dir: &Path, args: &[&str]) -> Running {
+        Self::start_env(dir, args, &[])
+    }
+
+    /// Starts the binary in `dir` with `args`, `RUST_LOG=info` and the environment variables `env`.
+    pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut child = Command::new(BIN)
             .args(args)
             .current_dir(dir)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,520 @@
+//! The Kubernetes source: reflectors for IngressClass, Ingress, Service, EndpointSlice and TLS Secrets, one
+//! snapshot builder that coalesces their events (about 100 ms after the last change) into one translation,
+//! and the model it publishes to the apply loop. The RBAC the controller needs is declared here, next to
+//! the watchers that use it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{translate, ClusterState, Options, Problem, Stats, Translation};
+use crate::config::source::ModelSender;
+use crate::model::Model;
+use crate::telemetry::Metrics;
+
+/// How long the cluster must be quiet before a change is translated.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// A steady stream of changes is still translated at least this often.
+pub const MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// One RBAC rule: API groups, resources, verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// API groups (`""` is the core group).
+    pub api_groups: &'static [&'static str],
+    /// Resources (and subresources such as `ingresses/status`).
+    pub resources: &'static [&'static str],
+    /// Verbs.
+    pub verbs: &'static [&'static str],
+}
+
+/// What the controller does cluster-wide: the watchers below, status writes, node addresses for a
+/// NodePort publish Service, and Events on Ingresses.
+pub const CLUSTER_RULES: &[Rule] = &[
+    Rule {
+        api_groups: &["networking.k8s.io"],
+        resources: &["ingresses", "ingressclasses"],
+        verbs: &["get", "list", "watch"],
+    },
+    Rule {
+        api_groups: &[""],
+        resources: &["services", "secrets"],
+        verbs: &["get", "list", "watch"],
+    },
+    Rule {
+        api_groups: &["discovery.k8s.io"],
+        resources: &["endpointslices"],
+        verbs: &["get", "list", "watch"],
+    },
+    Rule {
+        api_groups: &["networking.k8s.io"],
+        resources: &["ingresses/status"],
+        verbs: &["update", "patch"],
+    },
+    Rule {
+        api_groups: &[""],
+        resources: &["nodes"],
+        verbs: &["get", "list"],
+    },
+    Rule {
+        api_groups: &["events.k8s.io"],
+        resources: &["events"],
+        verbs: &["create", "patch"],
+    },
+];
+
+/// What the controller does in the election namespace: the leader Lease.
+pub const ELECTION_RULES: &[Rule] = &[Rule {
+    api_groups: &["coordination.k8s.io"],
+    resources: &["leases"],
+    verbs: &["get", "create", "update", "patch"],
+}];
+
+/// The RBAC rules as JSON (`--print-rbac`): `{"clusterRole": [...], "role": [...]}`.
+pub fn rbac_json() -> serde_json::Value {
+    let rules = |rules: &[Rule]| -> Vec<serde_json::Value> {
+        rules
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "apiGroups": r.api_groups,
+                    "resources": r.resources,
+                    "verbs": r.verbs,
+                })
+            })
+            .collect()
+    };
+    serde_json::json!({ "clusterRole": rules(CLUSTER_RULES), "role": rules(ELECTION_RULES) })
+}
+
+/// The reflector stores of every kind translation reads.
+#[derive(Clone)]
+pub struct Stores {
+    ingresses: Store<Ingress>,
+    classes: Store<IngressClass>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    secrets: Store<Secret>,
+}
+
+impl Stores {
+    /// The objects as they are now.
+    pub fn state(&self) -> ClusterState {
+        ClusterState {
+            ingresses: self.ingresses.state(),
+            classes: self.classes.state(),
+            services: self.services.state(),
+            slices: self.slices.state(),
+            secrets: self.secrets.state(),
+        }
+    }
+
+    /// Returns once every store has completed its first list.
+    async fn ready(&self) -> bool {
+        self.ingresses.wait_until_ready().await.is_ok()
+            && self.classes.wait_until_ready().await.is_ok()
+            && self.services.wait_until_ready().await.is_ok()
+            && self.slices.wait_until_ready().await.is_ok()
+            && self.secrets.wait_until_ready().await.is_ok()
+    }
+}
+
+/// What a watch event or error is counted as.
+pub trait WatchMetrics: Send + Sync + 'static {
+    /// An event of `kind` arrived.
+    fn event(&self, kind: &'static str);
+    /// The watch of `kind` failed (it retries with backoff).
+    fn error(&self, kind: &'static str);
+}
+
+/// Starts one reflector per kind (namespaced to `namespace` when given); each event wakes `changed`.
+pub fn start_watchers(
+    client: &Client,
+    namespace: Option<&str>,
+    changed: &Arc<Notify>,
+    metrics: &Arc<dyn WatchMetrics>,
+    tasks: &mut JoinSet<()>,
+) -> Stores {
+    let scoped = |c: &Client| -> (Api<Ingress>, Api<Service>, Api<EndpointSlice>, Api<Secret>) {
+        match namespace {
+            Some(ns) => (
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+            ),
+            None => (
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+            ),
+        }
+    };
+    let (ingresses, services, slices, secrets) = scoped(client);
+    let all = watcher::Config::default();
+    Stores {
+        ingresses: reflect(ingresses, all.clone(), "Ingress", changed, metrics, tasks),
+        classes: reflect(
+            Api::all(client.clone()),
+            all.clone(),
+            "IngressClass",
+            changed,
+            metrics,
+            tasks,
+        ),
+        services: reflect(services, all.clone(), "Service", changed, metrics, tasks),
+        slices: reflect(slices, all.clone(), "EndpointSlice", changed, metrics, tasks),
+        // Only TLS Secrets: the controller never sees other Secrets.
+        secrets: reflect(
+            secrets,
+            all.fields("type=kubernetes.io/tls"),
+            "Secret",
+            changed,
+            metrics,
+            tasks,
+        ),
+    }
+}
+
+/// A reflector for `api`: its store, kept by a task that follows the watch (relisting after a 410 or a
+/// lost connection, with backoff; the store keeps its objects meanwhile).
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: &'static str,
+    changed: &Arc<Notify>,
+    metrics: &Arc<dyn WatchMetrics>,
+    tasks: &mut JoinSet<()>,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config).default_backoff().reflect(writer);
+    let (changed, metrics) = (changed.clone(), metrics.clone());
+    tasks.spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => {
+                    metrics.event(kind);
+                    changed.notify_one();
+                }
+                Err(e) => {
+                    metrics.error(kind);
+                    tracing::warn!(kind, error = %e, "watch failed; retrying (the last good table keeps serving)");
+                }
+            }
+        }
+    });
+    reader
+}
+
+/// What the status writer needs after each translation.
+#[derive(Debug, Clone, Default)]
+pub struct Translated {
+    /// Every Ingress as the store has it.
+    pub ingresses: Vec<Arc<Ingress>>,
+    /// The Ingresses of our class.
+    pub owned: HashSet<super::IngressKey>,
+    /// Problems of this translation.
+    pub problems: Vec<Problem>,
+}
+
+/// Translates the stores whenever they change and publishes the model. `base` carries what the
+/// configuration file sets (timeouts, redirect, connect retries); rules, backends and certificates come
+/// from the cluster. Nothing is published before every store has completed its first list.
+pub async fn build_models(
+    stores: Stores,
+    options: Options,
+    base: Model,
+    changed: Arc<Notify>,
+    models: ModelSender,
+    translated: watch::Sender<Arc<Translated>>,
+    stop: CancellationToken,
+) {
+    tokio::select! {
+        ready = stores.ready() => if !ready { return },
+        () = stop.cancelled() => return,
+    }
+    tracing::info!("Kubernetes caches synced");
+    let mut published: Option<(Model, Stats)> = None;
+    let mut logged: HashSet<String> = HashSet::new();
+    loop {
+        let (state, opts) = (stores.state(), options.clone());
+        let ingresses = state.ingresses.clone();
+        let translation = match tokio::task::spawn_blocking(move || translate(&state, &opts)).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "translation failed; keeping the last good table");
+                Translation::default()
+            }
+        };
+        let Translation {
+            model,
+            problems,
+            owned,
+            stats,
+        } = translation;
+        let model = Model {
+            rules: model.rules,
+            default_backend: model.default_backend,
+            backends: model.backends,
+            tls: model.tls,
+            ..base.clone()
+        };
+        log_problems(&problems, &mut logged);
+        if published.as_ref().map(|(m, _)| m) != Some(&model) {
+            log_change(published.as_ref().map(|(_, s)| s), &stats, owned.len());
+            models.send_replace(Some(Arc::new(model.clone())));
+            published = Some((model, stats));
+        }
+        translated.send_replace(Arc::new(Translated {
+            ingresses,
+            owned: owned.into_iter().collect(),
+            problems,
+        }));
+        if !settle(&changed, &stop).await {
+            return;
+        }
+    }
+}
+
+/// Waits for a change, then until the cluster has been quiet for [`DEBOUNCE`] (at most [`MAX_DELAY`]).
+/// False when stopped.
+async fn settle(changed: &Notify, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = changed.notified() => {}
+        () = stop.cancelled() => return false,
+    }
+    let latest = tokio::time::Instant::now() + MAX_DELAY;
+    loop {
+        let quiet = tokio::time::Instant::now() + DEBOUNCE;
+        tokio::select! {
+            () = changed.notified() => {}
+            () = tokio::time::sleep_until(quiet.min(latest)) => return true,
+            () = stop.cancelled() => return false,
+        }
+        if tokio::time::Instant::now() >= latest {
+            return true;
+        }
+    }
+}
+
+/// Logs each problem once while it persists.
+fn log_problems(problems: &[Problem], logged: &mut HashSet<String>) {
+    let now: HashSet<String> = problems.iter().map(ToString::to_string).collect();
+    for p in &now {
+        if !logged.contains(p) {
+            tracing::warn!(problem = %p, "Ingress problem");
+        }
+    }
+    *logged = now;
+}
+
+/// Logs a table change with what changed.
+fn log_change(before: Option<&Stats>, after: &Stats, owned: usize) {
+    let b = before.cloned().unwrap_or_default();
+    tracing::info!(
+        ingresses = owned,
+        hosts = after.hosts,
+        hosts_before = b.hosts,
+        paths = after.paths,
+        paths_before = b.paths,
+        endpoints_ipv4 = after.endpoints_v4,
+        endpoints_ipv4_before = b.endpoints_v4,
+        endpoints_ipv6 = after.endpoints_v6,
+        endpoints_ipv6_before = b.endpoints_v6,
+        certificates = after.certificates,
+        certificates_before = b.certificates,
+        "routing table changed"
+    );
+}
+
+/// Counts of problems by reason, for the metrics.
+pub fn problems_by_reason(problems: &[Problem]) -> Vec<(&'static str, u64)> {
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for p in problems {
+        *counts.entry(p.reason).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+/// The controller: where to watch, what is ours, where status addresses come from, who we are.
+pub struct Controller {
+    /// The API client.
+    pub client: Client,
+    /// Which Ingresses are ours.
+    pub options: Options,
+    /// Timeouts, redirect and retries from the configuration file.
+    pub base: Model,
+    /// The addresses written into Ingress status.
+    pub publish: super::status::Publish,
+    /// Namespace of the leader Lease.
+    pub election_namespace: String,
+    /// This replica's name in the Lease.
+    pub identity: String,
+    /// How long a Lease is held without renewal.
+    pub lease_duration: Duration,
+}
+
+/// `NS/NAME` of `--publish-service`.
+pub fn publish_service(text: &str) -> Result<super::status::Publish, String> {
+    match text.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(super::status::Publish::Service {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            })
+        }
+        _ => Err(format!(
+            "--publish-service {text:?}: write it as NAMESPACE/NAME"
+        )),
+    }
+}
+
+/// The Lease duration: `DUALSTACK_INGRESS_LEASE_SECONDS` when set (tests), else 15 s.
+pub fn lease_duration() -> Duration {
+    std::env::var("DUALSTACK_INGRESS_LEASE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(15), Duration::from_secs)
+}
+
+/// This replica's identity in the Lease: the pod name (`POD_NAME` or `HOSTNAME`), else the process id.
+pub fn identity() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("dualstack-ingress-{}", std::process::id()))
+}
+
+/// Watch events and errors counted in the proxy's metrics.
+struct Counted(Arc<Metrics>);
+
+impl WatchMetrics for Counted {
+    fn event(&self, kind: &'static str) {
+        self.0.k8s_watch_event(kind);
+    }
+    fn error(&self, kind: &'static str) {
+        self.0.k8s_watch_error(kind);
+    }
+}
+
+/// Status writes happen at most this often.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Status is also reconciled this often, so addresses of a publish Service or its nodes are followed.
+const STATUS_RESYNC: Duration = Duration::from_secs(30);
+
+impl Controller {
+    /// Starts the watchers, the model builder, leader election and (on the leader) status writes and
+    /// problem Events; returns the tasks.
+    pub fn spawn(
+        self,
+        models: ModelSender,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> JoinSet<()> {
+        let mut tasks = JoinSet::new();
+        let changed = Arc::new(Notify::new());
+        let counted: Arc<dyn WatchMetrics> = Arc::new(Counted(metrics.clone()));
+        let stores = start_watchers(
+            &self.client,
+            self.options.watch_namespace.as_deref(),
+            &changed,
+            &counted,
+            &mut tasks,
+        );
+        let (translated_tx, translated) = watch::channel(Arc::new(Translated::default()));
+        tasks.spawn(build_models(
+            stores,
+            self.options.clone(),
+            self.base.clone(),
+            changed,
+            models,
+            translated_tx,
+            stop.clone(),
+        ));
+        let (leader, election) = super::leader::spawn_election(
+            self.client.clone(),
+            self.election_namespace.clone(),
+            self.identity.clone(),
+            self.lease_duration,
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            let _ = election.await;
+        });
+        tasks.spawn(write_status(self, translated, leader, metrics, stop));
+        tasks
+    }
+}
+
+/// On the leader: keeps every Ingress's status in line with the published addresses, and posts problem
+/// Events. Stops writing as soon as leadership is lost.
+async fn write_status(
+    controller: Controller,
+    mut translated: watch::Receiver<Arc<Translated>>,
+    mut leader: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut events = super::events::ProblemEvents::new(controller.client.clone(), controller.identity.clone());
+    loop {
+        metrics.set_leader(*leader.borrow_and_update());
+        if *leader.borrow() {
+            let current = translated.borrow_and_update().clone();
+            metrics.set_translation_problems(&problems_by_reason(&current.problems));
+            match super::status::resolve_addresses(&controller.client, &controller.publish).await {
+                Ok(ours) => {
+                    let outcome = super::status::reconcile(
+                        &controller.client,
+                        &current.ingresses,
+                        &current.owned,
+                        &ours,
+                    )
+                    .await;
+                    for _ in 0..outcome.written {
+                        metrics.status_write(true);
+                    }
+                    for _ in 0..outcome.failed {
+                        metrics.status_write(false);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot resolve the addresses to publish; status not written");
+                }
+            }
+            events.post(&current.problems, &current.ingresses).await;
+        } else {
+            let current = translated.borrow_and_update().clone();
+            metrics.set_translation_problems(&problems_by_reason(&current.problems));
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = leader.changed() => if changed.is_err() { return },
+            changed = translated.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(STATUS_RESYNC) => {}
+        }
+        // Coalesce bursts of changes into one pass.
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(STATUS_INTERVAL) => {}
+        }
+    }
+}
