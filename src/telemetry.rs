@@ -221,8 +221,8 @@ impl BackendMetrics {
     }
 }
 
-/// Every metric the proxy exports; lock-free to update on the request path (a histogram observation
-/// takes the histogram's own uncontended-in-the-common-case mutex, no registry or family lock).
+/// Every metric the proxy exports. The request path updates pre-resolved handles only: counters are
+/// atomics, and a histogram observation takes that one histogram's short mutex, never a family's lock.
 pub struct Metrics {
     registry: Registry,
     durations: HistogramFamily<DurationLabels>,
