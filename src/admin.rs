@@ -1,5 +1,11 @@
 //! The admin endpoints: `/healthz` (alive), `/readyz` (a table is loaded and we are not draining) and
-//! `/metrics` (Prometheus text).
+//! `/metrics` (Prometheus metrics).
+//!
+//! `/metrics` is always served in the OpenMetrics text format with its own content type,
+//! `application/openmetrics-text; version=1.0.0; charset=utf-8`, whatever the `Accept` header says: that is
+//! what the encoder writes (counter families typed without their `_total` suffix, a closing `# EOF`), and
+//! labelling it as the older `text/plain; version=0.0.4` format would misdescribe it. Prometheus and the usual
+//! agents parse OpenMetrics and pick their parser by this content type.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +15,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::http_types::{error_response, respond, ConnInfo, ProxyBody};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, OPENMETRICS_CONTENT_TYPE};
 
 /// Readiness as the admin endpoint reports it.
 #[derive(Debug, Default)]
@@ -48,11 +54,7 @@ pub async fn handle(
             respond(StatusCode::OK, "ready\n", "text/plain; charset=utf-8")
         }
         "/readyz" => error_response(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
-        "/metrics" => respond(
-            StatusCode::OK,
-            metrics.encode(),
-            "text/plain; version=0.0.4; charset=utf-8",
-        ),
+        "/metrics" => respond(StatusCode::OK, metrics.encode(), OPENMETRICS_CONTENT_TYPE),
         _ => error_response(
             StatusCode::NOT_FOUND,
             "admin endpoints are /healthz, /readyz and /metrics",

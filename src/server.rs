@@ -99,7 +99,10 @@ impl Server {
                 shared: shared.clone(),
                 health: health.clone(),
                 certs,
-                registry: Some(Registry::new(bootstrap.timeouts.idle)),
+                registry: Some(Registry::with_metrics(
+                    bootstrap.timeouts.idle,
+                    metrics.clone(),
+                )),
                 // The HTTPS redirect names the port a TLS listener really has (port 0 is chosen at bind).
                 tls_port: tls_addrs.first().map(SocketAddr::port),
                 installed,
@@ -301,10 +304,9 @@ impl Apply {
     }
 
     async fn install(&mut self, model: Arc<Model>) {
-        let registry = self
-            .registry
-            .take()
-            .unwrap_or_else(|| Registry::new(Duration::from_secs(90)));
+        let registry = self.registry.take().unwrap_or_else(|| {
+            Registry::with_metrics(Duration::from_secs(90), self.shared.metrics.clone())
+        });
         let previous = self.shared.snapshot.load_full();
         let (certs, tls_port) = (self.certs.clone(), self.tls_port);
         let job = tokio::task::spawn_blocking(move || {

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::routing;
 use crate::snapshot::Snapshot;
 use crate::telemetry::{AddrFamily, Metrics};
-use crate::upstream::ForwardError;
+use crate::upstream::{EndpointSet, ForwardError};
 
 pub use crate::http_types::{canonical_peer, error_response, BoxError, ConnInfo, ProxyBody};
 
@@ -49,9 +49,16 @@ pub async fn handle(
     let uri = req.uri().clone();
     let host_header = req.headers().get(header::HOST).cloned();
     let host = request_host(&uri, host_header.as_ref());
-    let (resp, endpoint) = route_and_forward(&shared, &conn, req, host).await;
+    // Loaded here, not in `route_and_forward`, so the chosen backend (borrowed from it) outlives the call.
+    let snapshot = shared.snapshot.load_full();
+    let (resp, endpoint, backend) = route_and_forward(&shared, &snapshot, &conn, req, host).await;
     let status = resp.status();
-    shared.metrics.request(AddrFamily::of(&conn.local), status);
+    shared.metrics.request(
+        AddrFamily::of(&conn.local),
+        status,
+        backend.map(EndpointSet::metrics),
+        started.elapsed(),
+    );
     tracing::info!(
         target: "access",
         client = %conn.peer.ip(),
@@ -103,12 +110,21 @@ fn wants_trailers(headers: &http::HeaderMap) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
 }
 
-async fn route_and_forward(
+/// The answer, the endpoint that gave it (if one was tried) and the backend chosen (if the request was
+/// routed).
+type Outcome<'s> = (
+    Response<ProxyBody>,
+    Option<SocketAddr>,
+    Option<&'s EndpointSet>,
+);
+
+async fn route_and_forward<'s>(
     shared: &Shared,
+    snapshot: &'s Snapshot,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
     host: Option<&str>,
-) -> (Response<ProxyBody>, Option<SocketAddr>) {
+) -> Outcome<'s> {
     let grpc = is_grpc(&req);
     let fail = |status: StatusCode, detail: &str| {
         if grpc {
@@ -123,21 +139,22 @@ async fn route_and_forward(
             header::ALLOW,
             HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
         );
-        return (resp, None);
+        return (resp, None, None);
     }
     if host.is_none() && req.version() == Version::HTTP_11 {
         return (
             error_response(StatusCode::BAD_REQUEST, "missing Host header"),
             None,
+            None,
         );
     }
-    let snapshot = shared.snapshot.load_full();
     if !snapshot.installed {
         return (
             fail(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not ready: no configuration loaded yet",
             ),
+            None,
             None,
         );
     }
@@ -148,14 +165,15 @@ async fn route_and_forward(
     });
 
     if let routing::RequestHost::Name(name) = request_host {
-        if let Some(resp) = redirect_or_misdirected(&snapshot, conn, name, &req, fail) {
-            return (resp, None);
+        if let Some(resp) = redirect_or_misdirected(snapshot, conn, name, &req, fail) {
+            return (resp, None, None);
         }
     }
 
     let Some(backend) = table.lookup(&request_host, req.uri().path()) else {
         return (
             fail(StatusCode::NOT_FOUND, "no route for this host and path"),
+            None,
             None,
         );
     };
@@ -212,6 +230,7 @@ async fn route_and_forward(
         Ok((resp, endpoint)) => (
             relay(shared, resp, client_upgrade, endpoint, fail),
             Some(endpoint),
+            Some(backend),
         ),
         Err(e) => {
             tracing::warn!(error = %e, "request failed");
@@ -227,7 +246,7 @@ async fn route_and_forward(
                     (StatusCode::BAD_GATEWAY, "upstream connection failed")
                 }
             };
-            (fail(status, detail), e.endpoint())
+            (fail(status, detail), e.endpoint(), Some(backend))
         }
     }
 }

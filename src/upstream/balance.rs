@@ -8,6 +8,7 @@ use http::uri::Authority;
 
 use super::registry::UpstreamClient;
 use crate::model::Protocol;
+use crate::telemetry::BackendMetrics;
 
 /// One upstream endpoint: its address, and the URI authority made from it once (IPv6 bracketed by
 /// `SocketAddr`'s `Display`), so no request formats or parses it again.
@@ -19,8 +20,8 @@ pub struct Endpoint {
     pub authority: Authority,
 }
 
-/// The endpoints of one backend, the client that reaches them, and a round-robin cursor that survives
-/// reloads (it lives in the [`super::Registry`]).
+/// The endpoints of one backend, the client that reaches them, a round-robin cursor and the backend's
+/// metric handles, both of which survive reloads (they live in the [`super::Registry`]).
 #[derive(Debug)]
 pub struct EndpointSet {
     name: String,
@@ -29,12 +30,13 @@ pub struct EndpointSet {
     protocol: Protocol,
     client: Arc<UpstreamClient>,
     attempts: usize,
+    metrics: Arc<BackendMetrics>,
 }
 
 impl EndpointSet {
     /// A set named `name` (used in logs and metrics) over `endpoints`, spoken to with `protocol` through
-    /// `client`, rotating with `cursor`; a failed connect is retried on at most `connect_retries` further
-    /// endpoints. An address that cannot be a URI authority (an IPv6 zone index such as
+    /// `client`, rotating with `cursor`, recording into `metrics`; a failed connect is retried on at most
+    /// `connect_retries` further endpoints. An address that cannot be a URI authority (an IPv6 zone index such as
     /// `[fe80::1%eth0]:80`) is left out with an error log.
     pub fn new(
         name: &str,
@@ -43,6 +45,7 @@ impl EndpointSet {
         client: Arc<UpstreamClient>,
         cursor: Arc<AtomicUsize>,
         connect_retries: usize,
+        metrics: Arc<BackendMetrics>,
     ) -> Self {
         let endpoints = endpoints
             .into_iter()
@@ -61,7 +64,13 @@ impl EndpointSet {
             protocol,
             client,
             attempts: connect_retries.saturating_add(1),
+            metrics,
         }
+    }
+
+    /// The backend's request and upstream-response histograms.
+    pub fn metrics(&self) -> &BackendMetrics {
+        &self.metrics
     }
 
     /// The protocol spoken to the endpoints.
@@ -101,6 +110,10 @@ impl EndpointSet {
 mod tests {
     use super::*;
 
+    fn metrics() -> Arc<BackendMetrics> {
+        Arc::new(crate::telemetry::Metrics::new().backend("b"))
+    }
+
     fn set(eps: &[SocketAddr], retries: usize) -> EndpointSet {
         let client = Arc::new(UpstreamClient::Unavailable("test".into()));
         EndpointSet::new(
@@ -110,6 +123,7 @@ mod tests {
             client,
             Arc::default(),
             retries,
+            metrics(),
         )
     }
 
@@ -148,9 +162,18 @@ mod tests {
             client.clone(),
             cursor.clone(),
             2,
+            metrics(),
         );
         first.attempt_order().next();
-        let second = EndpointSet::new("b", eps.clone(), Protocol::Http1, client, cursor, 2);
+        let second = EndpointSet::new(
+            "b",
+            eps.clone(),
+            Protocol::Http1,
+            client,
+            cursor,
+            2,
+            metrics(),
+        );
         assert_eq!(second.attempt_order().next().unwrap().addr, eps[1]);
     }
 

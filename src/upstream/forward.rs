@@ -2,7 +2,7 @@
 //! the wait for the response head.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
@@ -12,7 +12,7 @@ use hyper_util::client::legacy::ResponseFuture;
 use super::registry::UpstreamClient;
 use super::{EndpointSet, ReclaimableBody};
 use crate::http_types::BoxError;
-use crate::telemetry::Metrics;
+use crate::telemetry::{AddrFamily, Metrics};
 
 /// Why a request could not be answered by an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +80,9 @@ fn send(set: &EndpointSet, req: Request<ReclaimableBody>) -> Result<ResponseFutu
 
 /// Sends the request to `set`, trying the next endpoint when a connection cannot be established (at most
 /// the backend's `connect_retries` further endpoints, each connect bounded by `timeouts.connect`).
-/// Returns the response and the endpoint that produced it.
+/// Returns the response and the endpoint that produced it, and records in the backend's upstream-response
+/// histogram the time from handing the request to that endpoint's client to the response head (connecting,
+/// when no pooled connection was free, included; earlier failed attempts not).
 /// The body is not buffered: a failed connect never reads it, so it is taken back for the next attempt.
 pub async fn forward<B>(
     mut head: RequestHead,
@@ -112,6 +114,7 @@ where
         } else {
             head.headers.clone()
         };
+        let handed = Instant::now();
         let sent = build_request(&head, headers, scheme.clone(), ep.authority.clone(), body)
             .and_then(|req| send(set, req));
         let sent = match sent {
@@ -125,7 +128,11 @@ where
             }
         };
         match tokio::time::timeout(response_timeout, sent).await {
-            Ok(Ok(resp)) => return Ok((resp, endpoint)),
+            Ok(Ok(resp)) => {
+                set.metrics()
+                    .observe_upstream(AddrFamily::of(&endpoint), handed.elapsed());
+                return Ok((resp, endpoint));
+            }
             Ok(Err(e)) if e.is_connect() => {
                 metrics.upstream_connect_error(endpoint);
                 let reason = error_chain(&e);

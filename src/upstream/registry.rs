@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::{EndpointSet, ReclaimableBody};
 use crate::model::{Model, PemSource, Protocol};
+use crate::telemetry::{BackendMetrics, Metrics};
 use crate::tls::client::client_config;
 use crate::tls::store::read_pem;
 
@@ -42,26 +43,47 @@ struct ClientKey {
     connect: Duration,
 }
 
-/// Clients and round-robin positions, reused across compiles.
-#[derive(Debug)]
+/// Clients, round-robin positions and metric handles, reused across compiles.
 pub struct Registry {
     idle: Duration,
     clients: HashMap<ClientKey, Arc<UpstreamClient>>,
     cursors: HashMap<String, Arc<AtomicUsize>>,
+    metrics: Arc<Metrics>,
+    backend_metrics: HashMap<String, Arc<BackendMetrics>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("idle", &self.idle)
+            .field("clients", &self.clients)
+            .field("cursors", &self.cursors)
+            .field("backend_metrics", &self.backend_metrics)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Registry {
-    /// An empty registry whose pools close connections idle for `idle`.
+    /// An empty registry whose pools close connections idle for `idle`, recording into a private metric
+    /// registry that nothing serves (benchmarks, tests); the proxy uses [`Registry::with_metrics`].
     pub fn new(idle: Duration) -> Self {
+        Registry::with_metrics(idle, Arc::new(Metrics::new()))
+    }
+
+    /// An empty registry whose pools close connections idle for `idle` and whose endpoint sets record
+    /// their request and upstream-response times into `metrics`.
+    pub fn with_metrics(idle: Duration, metrics: Arc<Metrics>) -> Self {
         Registry {
             idle,
             clients: HashMap::new(),
             cursors: HashMap::new(),
+            metrics,
+            backend_metrics: HashMap::new(),
         }
     }
 
-    /// The endpoint set of every backend of `model`, reusing the clients and round-robin positions of
-    /// backends seen before; state no backend uses any more is dropped (requests in flight keep theirs).
+    /// The endpoint set of every backend of `model`, reusing the clients, round-robin positions and metric
+    /// handles of backends seen before; state no backend uses any more is dropped (requests in flight keep theirs).
     /// Returns one message per backend whose TLS client could not be built; its requests get 502.
     pub fn endpoint_sets(
         &mut self,
@@ -70,6 +92,7 @@ impl Registry {
         let mut errors = Vec::new();
         let mut clients = HashMap::new();
         let mut cursors = HashMap::new();
+        let mut backend_metrics = HashMap::new();
         let mut sets = HashMap::new();
         for (name, backend) in &model.backends {
             let ca = match (&backend.ca, backend.protocol.is_tls()) {
@@ -91,6 +114,11 @@ impl Registry {
             clients.insert(key, client.clone());
             let cursor = self.cursors.get(name).cloned().unwrap_or_default();
             cursors.insert(name.clone(), cursor.clone());
+            let metrics = match self.backend_metrics.get(name) {
+                Some(m) => Arc::clone(m),
+                None => Arc::new(self.metrics.backend(name)),
+            };
+            backend_metrics.insert(name.clone(), metrics.clone());
             let set = EndpointSet::new(
                 name,
                 backend.endpoints.clone(),
@@ -98,11 +126,13 @@ impl Registry {
                 client,
                 cursor,
                 model.connect_retries,
+                metrics,
             );
             sets.insert(name.clone(), Arc::new(set));
         }
         self.clients = clients;
         self.cursors = cursors;
+        self.backend_metrics = backend_metrics;
         (sets, errors)
     }
 
