@@ -326,6 +326,7 @@ impl Apply {
         };
         self.registry = Some(registry);
         self.shared.snapshot.store(Arc::new(snapshot));
+        self.shared.metrics.table_swapped();
         for e in &errors {
             tracing::error!("{e}");
         }
