@@ -7,8 +7,11 @@
 //! becomes a [`Problem`] naming the Ingress it affects, never a failed snapshot.
 
 pub mod addresses;
+pub mod events;
+pub mod leader;
 pub mod manifests;
 pub mod report;
+pub mod status;
 mod translate;
 
 use std::fmt;
