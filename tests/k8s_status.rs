@@ -565,7 +565,7 @@ async fn problems_are_posted_once_as_events_on_the_ingress() {
     );
 
     // Gone, then back: posted again.
-    events.post(&[other.clone()], &view).await;
+    events.post(std::slice::from_ref(&other), &view).await;
     assert_eq!(server.count("events.k8s.io/v1", "Event"), 2);
     events.post(&[missing, other], &view).await;
     assert_eq!(server.count("events.k8s.io/v1", "Event"), 3);
