@@ -8,8 +8,11 @@
 
 pub mod addresses;
 pub mod controller;
+pub mod events;
+pub mod leader;
 pub mod manifests;
 pub mod report;
+pub mod status;
 mod translate;
 
 use std::fmt;
