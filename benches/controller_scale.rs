@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark code: a failed assumption aborts it
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, missing_docs)]
+#[allow(missing_docs)]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ const ENDPOINTS_PER_SERVICE: usize = 10;
 
 fn endpoint(i: usize, e: usize) -> (String, &'static str) {
     let n = i * ENDPOINTS_PER_SERVICE + e;
-    if e % 2 == 0 {
+    if e.is_multiple_of(2) {
         (format!("169.254.{}.{}", (n >> 8) & 0xff, n & 0xff), "IPv4")
     } else {
         (format!("fd00::{:x}:{:x}", n >> 16, n & 0xffff), "IPv6")
@@ -139,20 +139,37 @@ async fn main() {
     let last = ingresses - 1;
     let host = format!("h{last}.example.com");
     let changed = Instant::now();
-    api.apply(slice(last, "IPv4", up.addr.port(), &[up.addr.ip().to_string()]));
+    api.apply(slice(
+        last,
+        "IPv4",
+        up.addr.port(),
+        &[up.addr.ip().to_string()],
+    ));
     api.apply(slice(last, "IPv6", 8080, &[]));
     loop {
         let seen = get(&format!("http://{data}/"), &[("host", &host)]).await;
         if seen.status == 200 {
             break;
         }
-        assert!(changed.elapsed() < Duration::from_secs(60), "the change never served");
+        assert!(
+            changed.elapsed() < Duration::from_secs(60),
+            "the change never served"
+        );
     }
     let change = changed.elapsed();
-    println!("controller_scale ingresses={ingresses} endpoints={}", ingresses * ENDPOINTS_PER_SERVICE);
+    println!(
+        "controller_scale ingresses={ingresses} endpoints={}",
+        ingresses * ENDPOINTS_PER_SERVICE
+    );
     println!("initial sync (start to ready): {:.2} s", sync.as_secs_f64());
-    println!("EndpointSlice change to serving: {:.0} ms", change.as_secs_f64() * 1000.0);
+    println!(
+        "EndpointSlice change to serving: {:.0} ms",
+        change.as_secs_f64() * 1000.0
+    );
     println!("resident memory after sync: {:.1} MB", rss as f64 / 1024.0);
-    println!("resident memory after the change: {:.1} MB", rss_kib(pid) as f64 / 1024.0);
+    println!(
+        "resident memory after the change: {:.1} MB",
+        rss_kib(pid) as f64 / 1024.0
+    );
     drop(bin);
 }

@@ -10,10 +10,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use dualstack_ingress::{config, k8s};
 use dualstack_ingress::server::Server;
 use dualstack_ingress::telemetry::{self, LogFormat};
 use dualstack_ingress::tls::CertStore;
+use dualstack_ingress::{config, k8s};
 
 /// mimalloc: measurably cheaper than glibc's malloc for the many small, short-lived allocations of the
 /// request path (see loadtests/README.md).
@@ -60,7 +60,12 @@ struct Cli {
     #[arg(long, value_name = "IP,...", value_delimiter = ',')]
     publish_address: Vec<std::net::IpAddr>,
     /// Namespace of the leader-election Lease.
-    #[arg(long, value_name = "NS", env = "POD_NAMESPACE", default_value = "default")]
+    #[arg(
+        long,
+        value_name = "NS",
+        env = "POD_NAMESPACE",
+        default_value = "default"
+    )]
     election_namespace: String,
     /// Print the Kubernetes RBAC rules the controller needs (JSON) and exit.
     #[arg(long)]
@@ -315,7 +320,7 @@ async fn run_controller(cli: Cli) -> anyhow::Result<()> {
         identity: k8s::controller::identity(),
         lease_duration: k8s::controller::lease_duration(),
     };
-    let running = controller.spawn(models, server.metrics().clone(), stop.clone());
+    let mut running = controller.spawn(models, server.metrics().clone(), stop.clone());
     wait_for_stop(false).await?;
     tracing::info!("shutting down: draining in-flight requests");
     stop.cancel();

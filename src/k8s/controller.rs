@@ -178,7 +178,14 @@ pub fn start_watchers(
             tasks,
         ),
         services: reflect(services, all.clone(), "Service", changed, metrics, tasks),
-        slices: reflect(slices, all.clone(), "EndpointSlice", changed, metrics, tasks),
+        slices: reflect(
+            slices,
+            all.clone(),
+            "EndpointSlice",
+            changed,
+            metrics,
+            tasks,
+        ),
         // Only TLS Secrets: the controller never sees other Secrets.
         secrets: reflect(
             secrets,
@@ -259,7 +266,8 @@ pub async fn build_models(
     loop {
         let (state, opts) = (stores.state(), options.clone());
         let ingresses = state.ingresses.clone();
-        let translation = match tokio::task::spawn_blocking(move || translate(&state, &opts)).await {
+        let translation = match tokio::task::spawn_blocking(move || translate(&state, &opts)).await
+        {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "translation failed; keeping the last good table");
@@ -330,7 +338,7 @@ fn log_problems(problems: &[Problem], logged: &mut HashSet<String>) {
 
 /// Logs a table change with what changed.
 fn log_change(before: Option<&Stats>, after: &Stats, owned: usize) {
-    let b = before.cloned().unwrap_or_default();
+    let b = before.copied().unwrap_or_default();
     tracing::info!(
         ingresses = owned,
         hosts = after.hosts,
@@ -474,7 +482,8 @@ async fn write_status(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    let mut events = super::events::ProblemEvents::new(controller.client.clone(), controller.identity.clone());
+    let mut events =
+        super::events::ProblemEvents::new(controller.client.clone(), controller.identity.clone());
     loop {
         metrics.set_leader(*leader.borrow_and_update());
         if *leader.borrow() {

@@ -59,12 +59,13 @@ impl ProblemEvents {
             .map(|p| (p.ingress.clone(), p.reason, p.message.clone()))
             .collect();
         self.posted.retain(|k| current.contains(k));
-        let mut new: Vec<&Problem> = Vec::new();
+        // Owned copies: the posting futures must not borrow from the caller (they run on spawned tasks).
+        let mut new: Vec<Problem> = Vec::new();
         let mut seen = HashSet::new();
         for p in problems {
             let key = (p.ingress.clone(), p.reason, p.message.clone());
             if !self.posted.contains(&key) && seen.insert(key) {
-                new.push(p);
+                new.push(p.clone());
             }
         }
         if new.is_empty() {
