@@ -224,7 +224,9 @@ impl Campaign {
                         if Instant::now() >= deadline {
                             return End::Failed("the lease was not renewed in time".to_string());
                         }
-                        let read = tokio::time::timeout(t.grace() / 2, leases.get(LEASE_NAME)).await;
+                        // Bounded by the deadline: a read that hangs must not keep us leader past it.
+                        let give_up = deadline.min(Instant::now() + t.grace() / 2);
+                        let read = tokio::time::timeout_at(give_up, leases.get(LEASE_NAME)).await;
                         check_at = Instant::now() + t.recheck();
                         match read.map(|r| r.map(|lease| held_until(&lease, &self.identity))) {
                             Ok(Ok(Some(end))) => {
