@@ -179,17 +179,23 @@ impl Campaign {
                 built = tokio::time::timeout(t.duration(), build) => built,
             };
             let failure = match built {
-                Ok(Ok(manager)) => match self.follow(&manager).await {
-                    End::Stopped => {
-                        self.tx.send_replace(false);
-                        self.release(&manager).await;
-                        return;
+                Ok(Ok(manager)) => {
+                    let started = Instant::now();
+                    match self.follow(&manager).await {
+                        End::Stopped => {
+                            self.tx.send_replace(false);
+                            self.release(&manager).await;
+                            return;
+                        }
+                        End::Failed(why) => {
+                            // Worked for a while: the trouble is new, try again soon.
+                            if started.elapsed() > t.duration() {
+                                backoff.reset();
+                            }
+                            why
+                        }
                     }
-                    End::Failed(why) => {
-                        backoff.reset();
-                        why
-                    }
-                },
+                }
                 Ok(Err(e)) => format!("setting up the lease: {e}"),
                 Err(_) => "setting up the lease timed out".to_string(),
             };
