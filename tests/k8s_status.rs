@@ -8,6 +8,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -410,6 +411,13 @@ async fn one_leader_at_a_time_and_the_other_takes_over_when_it_stops() {
         lease,
         stop_a.clone(),
     );
+    wait_until("a leads", LIMIT, || {
+        let l = *a.borrow();
+        async move { l }
+    })
+    .await;
+    // The second one starts once the lease is taken: the test server has no server-side-apply
+    // conflicts, which the real one uses to settle two replicas taking a free lease at the same moment.
     let (b, b_task) = spawn_election(
         server.client(),
         "ingress".into(),
@@ -417,27 +425,15 @@ async fn one_leader_at_a_time_and_the_other_takes_over_when_it_stops() {
         lease,
         stop_b.clone(),
     );
-    wait_until("a leader", LIMIT, || {
-        let any = *a.borrow() || *b.borrow();
-        async move { any }
-    })
-    .await;
-    // Over three lease durations: never both, never a change of leader.
-    let first_a = *a.borrow();
+    // Over three lease durations (a renews, b keeps trying): never both, never a change of leader.
     let until = Instant::now() + 3 * lease;
     while Instant::now() < until {
         let (la, lb) = (*a.borrow(), *b.borrow());
-        assert!(la != lb, "exactly one leader (a: {la}, b: {lb})");
-        assert_eq!(la, first_a, "the leader keeps the lease");
+        assert!(la && !lb, "exactly one leader, a (a: {la}, b: {lb})");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (leader, leader_stop, leader_task, other, other_id) = if first_a {
-        (a, stop_a, a_task, b, "pod-b")
-    } else {
-        (b, stop_b, b_task, a, "pod-a")
-    };
-    let leader_id = if first_a { "pod-a" } else { "pod-b" };
-    assert_eq!(holder(&server, "ingress").as_deref(), Some(leader_id));
+    let (leader, leader_stop, leader_task, other, other_id) = (a, stop_a, a_task, b, "pod-b");
+    assert_eq!(holder(&server, "ingress").as_deref(), Some("pod-a"));
     assert!(server
         .get("coordination.k8s.io/v1", "Lease", "default", LEASE_NAME)
         .is_none());
@@ -460,6 +456,9 @@ async fn one_leader_at_a_time_and_the_other_takes_over_when_it_stops() {
         stopped.elapsed()
     );
     assert_eq!(holder(&server, "ingress").as_deref(), Some(other_id));
+    stop_b.cancel();
+    tokio::time::timeout(LIMIT, b_task).await.unwrap().unwrap();
+    assert_eq!(holder(&server, "ingress"), None, "released on stop");
 }
 
 #[tokio::test]
@@ -503,6 +502,120 @@ async fn the_leader_steps_down_within_the_lease_when_the_api_server_is_gone() {
     assert!(!*rx.borrow());
     // Released on stop.
     assert_eq!(holder(&server, "default"), None);
+}
+
+/// A TCP relay to the API server that can stop passing bytes while keeping every connection open: requests
+/// then hang, as they do when the network drops packets (kube sets no read timeout).
+struct FreezingRelay {
+    addr: std::net::SocketAddr,
+    frozen: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FreezingRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FreezingRelay {
+    async fn start(target: std::net::SocketAddr) -> FreezingRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(upstream) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (ur, uw) = upstream.into_split();
+                    tokio::join!(pump(cr, uw, flag.clone()), pump(ur, cw, flag));
+                });
+            }
+        });
+        FreezingRelay { addr, frozen, task }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::SeqCst);
+    }
+
+    fn client(&self) -> kube::Client {
+        let url = format!("http://{}", self.addr).parse().unwrap();
+        kube::Client::try_from(kube::Config::new(url)).unwrap()
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hold = || async {
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        hold().await;
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        hold().await;
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_leader_steps_down_within_the_lease_when_requests_hang() {
+    let server = KubeApi::start().await;
+    let relay = FreezingRelay::start(server.addr()).await;
+    let lease = Duration::from_secs(2);
+    let stop = CancellationToken::new();
+    let (rx, task) = spawn_election(
+        relay.client(),
+        "default".into(),
+        "pod-a".into(),
+        lease,
+        stop.clone(),
+    );
+    wait_until("leader", LIMIT, || {
+        let l = *rx.borrow();
+        async move { l }
+    })
+    .await;
+    let frozen = Instant::now();
+    relay.freeze(true);
+    wait_until("not leader", LIMIT, || {
+        let l = *rx.borrow();
+        async move { !l }
+    })
+    .await;
+    assert!(
+        frozen.elapsed() < lease,
+        "stepped down after {:?}",
+        frozen.elapsed()
+    );
+    relay.freeze(false);
+    wait_until("leader again", LIMIT, || {
+        let l = *rx.borrow();
+        async move { l }
+    })
+    .await;
+    stop.cancel();
+    tokio::time::timeout(LIMIT, task).await.unwrap().unwrap();
 }
 
 // ----- Events -----

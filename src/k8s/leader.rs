@@ -179,17 +179,23 @@ impl Campaign {
                 built = tokio::time::timeout(t.duration(), build) => built,
             };
             let failure = match built {
-                Ok(Ok(manager)) => match self.follow(&manager).await {
-                    End::Stopped => {
-                        self.tx.send_replace(false);
-                        self.release(&manager).await;
-                        return;
+                Ok(Ok(manager)) => {
+                    let started = Instant::now();
+                    match self.follow(&manager).await {
+                        End::Stopped => {
+                            self.tx.send_replace(false);
+                            self.release(&manager).await;
+                            return;
+                        }
+                        End::Failed(why) => {
+                            // Worked for a while: the trouble is new, try again soon.
+                            if started.elapsed() > t.duration() {
+                                backoff.reset();
+                            }
+                            why
+                        }
                     }
-                    End::Failed(why) => {
-                        backoff.reset();
-                        why
-                    }
-                },
+                }
                 Ok(Err(e)) => format!("setting up the lease: {e}"),
                 Err(_) => "setting up the lease timed out".to_string(),
             };
@@ -224,7 +230,9 @@ impl Campaign {
                         if Instant::now() >= deadline {
                             return End::Failed("the lease was not renewed in time".to_string());
                         }
-                        let read = tokio::time::timeout(t.grace() / 2, leases.get(LEASE_NAME)).await;
+                        // Bounded by the deadline: a read that hangs must not keep us leader past it.
+                        let give_up = deadline.min(Instant::now() + t.grace() / 2);
+                        let read = tokio::time::timeout_at(give_up, leases.get(LEASE_NAME)).await;
                         check_at = Instant::now() + t.recheck();
                         match read.map(|r| r.map(|lease| held_until(&lease, &self.identity))) {
                             Ok(Ok(Some(end))) => {
