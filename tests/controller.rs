@@ -564,7 +564,11 @@ async fn a_tls_ingress_serves_its_secret_by_sni_and_rotates() {
             .output()
             .await
             .unwrap();
-        String::from_utf8_lossy(&out.stdout) == "200"
+        if String::from_utf8_lossy(&out.stdout) != "200" {
+            eprintln!("curl: {}", String::from_utf8_lossy(&out.stderr));
+            return false;
+        }
+        true
     };
     for &addr in &p.tls {
         wait_until("the Secret's certificate is served", LIMIT, || {

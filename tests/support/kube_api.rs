@@ -671,6 +671,22 @@ impl State {
         };
         new.insert("apiVersion".into(), Value::String(r.api_version()));
         new.insert("kind".into(), Value::String(r.kind.into()));
+        if r.kind == "Secret" {
+            // As the real API server does: `stringData` is write-only, merged into `data` (base64).
+            if let Some(Value::Object(strings)) = new.remove("stringData") {
+                let data = new
+                    .entry("data")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(data) = data {
+                    for (k, v) in strings {
+                        let bytes = k8s_openapi::ByteString(
+                            v.as_str().unwrap_or_default().as_bytes().to_vec(),
+                        );
+                        data.insert(k, serde_json::to_value(bytes).unwrap_or(Value::Null));
+                    }
+                }
+            }
+        }
         let meta = new
             .entry("metadata")
             .or_insert_with(|| Value::Object(Map::new()));
