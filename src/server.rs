@@ -24,6 +24,7 @@ use crate::routing::Table;
 use crate::snapshot::Snapshot;
 use crate::telemetry::Metrics;
 use crate::tls::{CertStore, CertTable, TlsError};
+use crate::upstream::dns::{Names, Resolved};
 use crate::upstream::Registry;
 
 /// Why the proxy could not start.
@@ -292,25 +293,56 @@ impl Apply {
     /// Installs each model `models` publishes (the newest, when several arrive during one compile) until
     /// the source goes away.
     async fn run(mut self, mut models: Models) {
+        let mut names = Names::new();
+        let mut current: Option<Arc<Model>> = None;
         loop {
             let model = models.borrow_and_update().clone();
             if let Some(model) = model {
-                self.install(model).await;
+                names.refresh(&model).await;
+                self.install(model.clone(), names.resolved(), true).await;
+                current = Some(model);
             }
-            if models.changed().await.is_err() {
-                return;
+            // Until the next model, re-resolve upstream DNS names when their records expire, and recompile
+            // the current model when their addresses change.
+            loop {
+                let due = names.next_refresh();
+                tokio::select! {
+                    changed = models.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                    () = async { match due { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                        if let Some(model) = current.clone() {
+                            if names.refresh(&model).await {
+                                tracing::info!("upstream DNS names resolve to other addresses; recompiling");
+                                self.install(model, names.resolved(), false).await;
+                            }
+                        }
+                    }
+                }
             }
         }
     }
 
-    async fn install(&mut self, model: Arc<Model>) {
+    /// Compiles and installs `model` with the addresses of its DNS names; `reload` counts it as a
+    /// configuration reload (a recompile after a DNS change is not one).
+    async fn install(&mut self, model: Arc<Model>, resolved: Resolved, reload: bool) {
         let registry = self.registry.take().unwrap_or_else(|| {
             Registry::with_metrics(Duration::from_secs(90), self.shared.metrics.clone())
         });
         let previous = self.shared.snapshot.load_full();
         let (certs, tls_port) = (self.certs.clone(), self.tls_port);
         let job = tokio::task::spawn_blocking(move || {
-            compile(&model, registry, certs.as_deref(), &previous, tls_port)
+            compile(
+                &model,
+                &resolved,
+                registry,
+                certs.as_deref(),
+                &previous,
+                tls_port,
+            )
         });
         let Compiled {
             snapshot,
@@ -333,7 +365,7 @@ impl Apply {
         let first = *self.installed.borrow() == 0;
         if first {
             tracing::info!("configuration installed");
-        } else {
+        } else if reload {
             // A reload counts as failed when part of it could not be applied (a certificate or CA bundle
             // that does not load); what could be applied serves, the rest keeps its last good state.
             self.shared.metrics.reload(errors.is_empty());
@@ -355,12 +387,13 @@ impl Apply {
 /// positions), the routing table and the certificates (keeping the previous one of any that fails).
 fn compile(
     model: &Model,
+    resolved: &Resolved,
     mut registry: Registry,
     certs: Option<&CertStore>,
     previous: &Snapshot,
     tls_port: Option<u16>,
 ) -> Compiled {
-    let (sets, mut errors) = registry.endpoint_sets(model);
+    let (sets, mut errors) = registry.endpoint_sets_resolved(model, resolved);
     let table = Table::compile(model, &sets, tls_port);
     let certs = match certs {
         Some(store) => {

@@ -2,6 +2,8 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
+use crate::model::NamedEndpoint;
+
 /// Parses `ip:port` (IPv6 in brackets, RFC 3986 / RFC 5952 style) into a [`SocketAddr`].
 ///
 /// The error quotes the input and, for an unbracketed IPv6 address followed by a port such as
@@ -31,9 +33,29 @@ pub fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
         }
     }
     Err(format!(
-        "{text:?} is not a valid socket address; write IP:PORT, e.g. \"127.0.0.1:8080\" or \"[fd00::5]:8080\" \
-         (host names are not accepted)"
+        "{text:?} is not a valid socket address; write IP:PORT or NAME:PORT, e.g. \"127.0.0.1:8080\", \
+         \"[fd00::5]:8080\" or \"api.internal:8080\""
     ))
+}
+
+/// Parses `name:port` with a DNS name (letters, digits, `-` and `.`, at least one letter; lower-cased,
+/// without a trailing dot), for upstreams resolved in the background. `None` when `text` is not of that
+/// shape (IP addresses are [`parse_endpoint`]'s).
+pub fn parse_named(text: &str) -> Option<NamedEndpoint> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let is_name = host.len() <= 253
+        && host.bytes().any(|b| b.is_ascii_alphabetic())
+        && host.split('.').all(valid_label);
+    (is_name && port != 0).then_some(NamedEndpoint { host, port })
 }
 
 /// For `fd00::5:8080` returns `[fd00::5]:8080`: the text before the last `:` is an IPv6 address and the rest
@@ -48,6 +70,25 @@ fn bracketed_suggestion(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_with_ports_are_upstreams_resolved_later() {
+        let n = parse_named("API.Internal.:8080").unwrap();
+        assert_eq!((n.host.as_str(), n.port), ("api.internal", 8080));
+        assert_eq!(parse_named("localhost:80").unwrap().host, "localhost");
+        for not in [
+            "localhost",
+            "10.0.0.1:80",
+            "fd00::5:80",
+            "a b:80",
+            "-x:80",
+            "x:0",
+            "x:99999",
+            "[::1]:80",
+        ] {
+            assert!(parse_named(not).is_none(), "{not}");
+        }
+    }
 
     #[test]
     fn accepts_both_families_and_mapped() {

@@ -19,7 +19,7 @@ use crate::model::{
     TlsCert, TlsHost, UpstreamTimeouts,
 };
 
-pub use address::parse_endpoint;
+pub use address::{parse_endpoint, parse_named};
 pub use host::parse_host_rule;
 
 /// The configuration the binary runs when no `--config` is given (`config/example.yaml`).
@@ -305,10 +305,14 @@ impl Validator<'_> {
         let mut backends = BTreeMap::new();
         for (name, spanned) in &raw_backends {
             let mut endpoints = Vec::new();
+            let mut named = Vec::new();
             for ep in &spanned.value.endpoints {
                 match parse_endpoint(&ep.value) {
                     Ok(addr) => endpoints.push(addr),
-                    Err(message) => self.error(ep, format!("backend {name:?}: {message}")),
+                    Err(message) => match parse_named(&ep.value) {
+                        Some(n) => named.push(n),
+                        None => self.error(ep, format!("backend {name:?}: {message}")),
+                    },
                 }
             }
             let protocol = match spanned.value.protocol.as_ref().map(|p| p.value.as_str()) {
@@ -335,9 +339,9 @@ impl Validator<'_> {
                 name.clone(),
                 Backend {
                     endpoints,
+                    named,
                     protocol,
                     ca,
-                    ..Backend::default()
                 },
             );
         }

@@ -57,7 +57,7 @@ fn unbracketed_ipv6_endpoint_in_block_sequence_points_at_the_value() {
 #[test]
 fn endpoint_that_is_not_a_socket_address() {
     for (endpoint, hint) in [
-        ("localhost:80", "host names are not accepted"),
+        ("local host:80", "NAME:PORT"),
         ("10.0.0.1", "no port"),
         ("[::1]", "no port"),
         (
@@ -584,4 +584,17 @@ fn kubernetes_mode_rejects_routing_keys_and_defaults_tls_listeners() {
     let f = parse_for("f.yaml", "redirectToHttps: false\n", Mode::Kubernetes).unwrap();
     assert_eq!(f.bootstrap.listen_tls, model::default_listen_tls());
     assert!(!f.model.redirect_to_https);
+}
+
+#[test]
+fn endpoints_may_be_dns_names() {
+    let m = ok("backends:\n  b:\n    endpoints: [\"127.0.0.1:1\", \"Svc.Example.:8080\"]\n");
+    assert_eq!(m.backends["b"].endpoints, [addr("127.0.0.1:1")]);
+    assert_eq!(
+        m.backends["b"].named,
+        [crate::model::NamedEndpoint {
+            host: "svc.example".into(),
+            port: 8080
+        }]
+    );
 }

@@ -2,6 +2,7 @@
 //! reloads, and forwarding one request with a bounded connect-failure retry.
 
 mod balance;
+pub mod dns;
 mod forward;
 mod reclaim;
 mod registry;

@@ -12,6 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Builder, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::dns::Resolved;
 use super::{EndpointSet, ReclaimableBody};
 use crate::model::{Model, PemSource, Protocol};
 use crate::telemetry::{BackendMetrics, Metrics};
@@ -89,6 +90,16 @@ impl Registry {
         &mut self,
         model: &Model,
     ) -> (HashMap<String, Arc<EndpointSet>>, Vec<String>) {
+        self.endpoint_sets_resolved(model, &Resolved::new())
+    }
+
+    /// Like [`Registry::endpoint_sets`], with the addresses of the backends' DNS names from `resolved`
+    /// added to their endpoints.
+    pub fn endpoint_sets_resolved(
+        &mut self,
+        model: &Model,
+        resolved: &Resolved,
+    ) -> (HashMap<String, Arc<EndpointSet>>, Vec<String>) {
         let mut errors = Vec::new();
         let mut clients = HashMap::new();
         let mut cursors = HashMap::new();
@@ -119,9 +130,17 @@ impl Registry {
                 None => Arc::new(self.metrics.backend(name)),
             };
             backend_metrics.insert(name.clone(), metrics.clone());
+            let mut endpoints = backend.endpoints.clone();
+            for named in &backend.named {
+                for addr in resolved.get(named).into_iter().flatten() {
+                    if !endpoints.contains(addr) {
+                        endpoints.push(*addr);
+                    }
+                }
+            }
             let set = EndpointSet::new(
                 name,
-                backend.endpoints.clone(),
+                endpoints,
                 backend.protocol,
                 client,
                 cursor,
