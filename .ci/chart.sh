@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Chart checks: renders and lints charts/dualstack-ingress with the Helm v4 library (helm-python-sdk),
 # validates every rendered object with kubernetes-validate (strict; Kubernetes 1.30 and the newest bundled
-# version), asserts the chart's properties and compares its RBAC with `dualstack-ingress --print-rbac`.
+# version), asserts the chart's properties and compares its RBAC with `dualstack-ingress --print-rbac`,
+# then runs the binary with the rendered args and config of the defaults case against the test API server
+# (needs ports 8080, 8443 and 9901 free on 0.0.0.0 and [::]).
 # Installs what it needs into a venv under $HOME/.cache. Closes with "chart: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,11 @@ if [ -z "${DUALSTACK_INGRESS_BIN:-}" ]; then
   # The RBAC comparison asks the binary what it needs; build it (a no-op when it is up to date).
   cargo build --locked --quiet --bin dualstack-ingress
   export DUALSTACK_INGRESS_BIN="$CARGO_TARGET_DIR/debug/dualstack-ingress"
+fi
+if [ -z "${KUBE_API_SERVER_BIN:-}" ]; then
+  # The defaults case is run against the test API server (examples/kube_api_server.rs).
+  cargo build --locked --quiet --example kube_api_server
+  export KUBE_API_SERVER_BIN="$CARGO_TARGET_DIR/debug/examples/kube_api_server"
 fi
 
 exec "$venv/bin/python" tests/chart/check_chart.py

@@ -7,21 +7,34 @@ offline with kubernetes-validate (strict) for Kubernetes 1.30 and the newest bun
 properties the chart promises are asserted. The ClusterRole and Role are compared with what the binary
 says it needs (`dualstack-ingress --print-rbac`).
 
+The defaults case is then run: the binary gets the rendered Deployment's args and env (downward-API values
+filled in) and the rendered ConfigMap's file, with the listen, TLS and admin addresses as rendered
+(0.0.0.0 and [::] on 8080, 8443 and 9901, which must be free), against the test API server
+(examples/kube_api_server.rs) loaded with config/kubernetes/ and the chart's Service as a load balancer
+with one IPv4 and one IPv6 address. /healthz, /readyz, the proxy and the TLS listener are checked on both
+families, and the leader's Lease and Ingress status writes through the API server.
+
 Environment:
   DUALSTACK_INGRESS_BIN  the binary (default $CARGO_TARGET_DIR/debug/dualstack-ingress, with
                          CARGO_TARGET_DIR defaulting to $HOME/.cache/dualstack-ingress/target)
+  KUBE_API_SERVER_BIN    the test API server (default $CARGO_TARGET_DIR/debug/examples/kube_api_server)
 
 Prints one line per failed check and closes with "chart: N passed, M failed"; exits 1 on any failure.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
+import http.client
 import ipaddress
 import json
 import os
 import re
+import select
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -293,7 +306,9 @@ def validate_with_cli() -> None:
           r.returncode == 0 and not r.stdout.strip(), (r.returncode, r.stdout[-2000:], r.stderr[-500:]))
 
 
-def check_case(chart: helm.Chart, case: str, values: dict[str, Any], rbac_needs: dict[str, set] | None) -> None:
+def check_case(chart: helm.Chart, case: str, values: dict[str, Any],
+               rbac_needs: dict[str, set] | None) -> list[dict[str, Any]] | None:
+    """Checks one values case; returns its rendered objects (None when it does not render)."""
     merged = chart.merge_values(values)
     try:
         chart.validate_schema(values)
@@ -311,7 +326,7 @@ def check_case(chart: helm.Chart, case: str, values: dict[str, Any], rbac_needs:
         objects, notes = render(chart, values)
     except helm.HelmError as e:
         check(f"{case}: renders", False, e)
-        return
+        return None
     check(f"{case}: renders", bool(objects))
     RENDERED.extend(objects)
     validate_objects(case, objects)
@@ -561,6 +576,7 @@ def check_case(chart: helm.Chart, case: str, values: dict[str, Any], rbac_needs:
         check(f"{case}: no ServiceMonitor", not mons)
 
     check_notes(case, notes, merged, svc)
+    return objects
 
 
 def check_notes(case: str, notes: str, merged: dict[str, Any], svc: dict[str, Any]) -> None:
@@ -623,12 +639,346 @@ def check_rejections(chart: helm.Chart) -> None:
             check(f"render error for {name} explains itself", "must exceed" in str(e) or "autoscaling" in str(e), e)
 
 
+# ------------------------------------------------------------------------------ running the rendered pod
+
+
+SMOKE_CASE = "defaults"
+SMOKE_WAIT = 20.0  # seconds allowed for each thing the run waits for
+LB_ADDRESSES = ["192.0.2.1", "2001:db8::1"]  # the publish Service's load balancer (documentation ranges)
+ENV_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+# Variables of the environment this script runs in that would point the children elsewhere.
+ENV_DROPPED = {"KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "RUST_LOG", "HTTP_PROXY",
+               "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+
+
+def target_dir() -> str:
+    return os.environ.get("CARGO_TARGET_DIR") or os.path.join(os.environ["HOME"], ".cache/dualstack-ingress/target")
+
+
+def binary_path() -> str:
+    return os.environ.get("DUALSTACK_INGRESS_BIN") or os.path.join(target_dir(), "debug", "dualstack-ingress")
+
+
+def api_server_path() -> str:
+    return os.environ.get("KUBE_API_SERVER_BIN") or os.path.join(target_dir(), "debug", "examples", "kube_api_server")
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion of args and env values: a defined variable is replaced, a reference to
+    an undefined one is kept as written, and $$ is a literal $."""
+    return ENV_REF.sub(lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)
+
+
+def container_env(container: dict[str, Any], pod_name: str) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: downward-API fieldRefs resolved for a pod
+    named `pod_name` in the release namespace, values expanded against the entries before them."""
+    fields = {"metadata.namespace": NAMESPACE, "metadata.name": pod_name}
+    env: dict[str, str] = {}
+    for e in container.get("env", []):
+        source = e.get("valueFrom")
+        if source is None:
+            env[e["name"]] = expand(str(e.get("value", "")), env)
+        elif source.get("fieldRef", {}).get("fieldPath") in fields:
+            env[e["name"]] = fields[source["fieldRef"]["fieldPath"]]
+        else:
+            raise ValueError(f"env {e['name']}: no stand-in for {source}")
+    return env
+
+
+def with_config(args: list[str], path: str) -> list[str]:
+    """`args` with the value of --config replaced by `path`."""
+    out = list(args)
+    for i, a in enumerate(out):
+        if a == "--config" and i + 1 < len(out):
+            out[i + 1] = path
+        elif a.startswith("--config="):
+            out[i] = f"--config={path}"
+    return out
+
+
+def port_in_use(addr: str) -> str | None:
+    """Why `addr` cannot be bound (what the proxy will bind), or None when it is free."""
+    ip, port = socket_addr(addr)
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            s.bind((str(ip), port))
+        except OSError as e:
+            return f"{addr}: {e.strerror}"
+    return None
+
+
+def reach(addr: str) -> tuple[str, int]:
+    """Where a client on this machine reaches a listener bound to `addr`: the loopback address of its
+    family for a wildcard, else the address itself."""
+    ip, port = socket_addr(addr)
+    if ip.is_unspecified:
+        return ("::1" if ip.version == 6 else "127.0.0.1"), port
+    return str(ip), port
+
+
+def url_host(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def http_get(host: str, port: int, path: str, headers: dict[str, str] | None = None,
+             timeout: float = 5.0) -> tuple[int, dict[str, str], str]:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        r = conn.getresponse()
+        body = r.read().decode("utf-8", "replace")
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+    finally:
+        conn.close()
+
+
+def tls_certificate(host: str, port: int, server_name: str, timeout: float = 5.0) -> bytes:
+    """The DER certificate served for `server_name` (SNI) on host:port; not verified."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname=server_name) as s:
+            return s.getpeercert(binary_form=True) or b""
+
+
+class Children:
+    """The processes of the run, each with its output in a file; all are killed on exit."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[tuple[str, subprocess.Popen, Path]] = []
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None, stdout: Any = None) -> subprocess.Popen:
+        log = self.tmp / f"{len(self.procs)}.log"
+        with open(log, "wb") as f:
+            p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=stdout or f,
+                                 stderr=f if stdout else subprocess.STDOUT)
+        self.procs.append((name, p, log))
+        return p
+
+    def exited(self) -> str | None:
+        for name, p, _ in self.procs:
+            if p.poll() is not None:
+                return f"{name} exited with status {p.returncode}"
+        return None
+
+    def stop(self, show_output: bool) -> None:
+        for name, p, log in reversed(self.procs):
+            if p.poll() is None:
+                p.kill()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                print(f"  {name} (pid {p.pid}) did not exit after SIGKILL", flush=True)
+            if p.stdout:
+                p.stdout.close()
+            if show_output:
+                tail = log.read_bytes()[-4000:].decode("utf-8", "replace")
+                print(f"  --- {name} ({p.args[0]}), last output ---\n{tail.rstrip()}\n  ---", flush=True)
+
+
+def poll(children: Children, attempt: Any, deadline: float) -> tuple[bool, Any]:
+    """Calls attempt() (returning (ok, detail)) until it succeeds, the deadline passes or a child exits."""
+    last: tuple[bool, Any] = (False, "not tried")
+    while True:
+        try:
+            last = attempt()
+        except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
+            last = (False, f"{type(e).__name__}: {e}")
+        if last[0]:
+            return last
+        gone = children.exited()
+        if gone:
+            return False, f"{gone}; last attempt: {last[1]}"
+        if time.monotonic() > deadline:
+            return False, f"no success within {SMOKE_WAIT:.0f}s; last attempt: {last[1]}"
+        time.sleep(0.1)
+
+
+def read_listening(proc: subprocess.Popen, deadline: float) -> tuple[str | None, str]:
+    """The URL from the test API server's `listening on URL` line, or None and why not."""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = proc.stdout.readline().decode("utf-8", "replace")
+        if not line:
+            try:
+                return None, f"it exited with status {proc.wait(timeout=5)} without printing the line"
+            except subprocess.TimeoutExpired:
+                return None, "it closed its stdout without printing the line"
+        m = re.match(r"listening on (http://\S+)", line)
+        if m:
+            return m.group(1), ""
+    return None, f"no `listening on` line within {SMOKE_WAIT:.0f}s"
+
+
+def check_rendered_run(objects: list[dict[str, Any]]) -> None:
+    """Runs the binary as the rendered Deployment would, against the test API server: the rendered args
+    and env (downward-API values filled in), the ConfigMap's file as --config, the listen and admin
+    addresses as rendered. Checks /healthz and /readyz on both families, that the proxy answers on its
+    listeners of both families, that the leader takes the Lease and writes both load balancer addresses
+    of the --publish-service Service into the Ingress status."""
+    case = f"{SMOKE_CASE} (run)"
+    deps = by_kind(objects, "Deployment")
+    cms = by_kind(objects, "ConfigMap")
+    svcs = [s for s in by_kind(objects, "Service") if s["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "metrics"]
+    if not check(f"{case}: one Deployment, ConfigMap and public Service to run",
+                 len(deps) == len(cms) == len(svcs) == 1, (len(deps), len(cms), len(svcs))):
+        return
+    dep, cm, svc = deps[0], cms[0], svcs[0]
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    pod_name = f"{dep['metadata']['name']}-7d9f8b6c5-x2k4q"
+    try:
+        env = container_env(container, pod_name)
+    except ValueError as e:
+        check(f"{case}: the container env can be built", False, e)
+        return
+    args = [expand(a, env) for a in container.get("args", [])]
+    check(f"{case}: every $(VAR) in the args is defined in the env", not any(ENV_REF.search(a) for a in args), args)
+    check(f"{case}: --election-namespace expands to the release namespace",
+          arg_value(args, "--election-namespace") == NAMESPACE, args)
+    config = yaml.safe_load(cm["data"]["config.yaml"])
+    publish = arg_value(args, "--publish-service") or ""
+    check(f"{case}: --publish-service names the rendered Service",
+          publish == f"{svc['metadata']['namespace']}/{svc['metadata']['name']}", publish)
+    binary, api_server = binary_path(), api_server_path()
+    if not check(f"{case}: the binary and the test API server example exist",
+                 os.access(binary, os.X_OK) and os.access(api_server, os.X_OK), (binary, api_server)):
+        return
+    bound = list(config.get("listen", [])) + list(config.get("listenTls", [])) + list(config.get("admin", []))
+    busy = [why for why in map(port_in_use, bound) if why]
+    if not check(f"{case}: the rendered listen, TLS and admin addresses are free on this machine", not busy,
+                 f"cannot run the binary with the rendered addresses, in use: {busy}"):
+        return
+
+    with tempfile.TemporaryDirectory(prefix="chart-run-") as tmp_name:
+        tmp = Path(tmp_name)
+        config_file = tmp / "config.yaml"
+        config_file.write_text(cm["data"]["config.yaml"])
+        args = with_config(args, str(config_file))
+        manifests = tmp / "manifests"
+        manifests.mkdir()
+        for f in sorted((ROOT / "config" / "kubernetes").glob("*.yaml")):
+            shutil.copy2(f, manifests / f.name)
+        # The chart's own Service as a load balancer would leave it: one address of each family.
+        lb = {k: v for k, v in copy.deepcopy(svc).items() if k != "__template"}
+        lb["status"] = {"loadBalancer": {"ingress": [{"ip": ip} for ip in LB_ADDRESSES]}}
+        (manifests / "90-publish-service.yaml").write_text(yaml.safe_dump(lb, sort_keys=False))
+        kubeconfig = tmp / "kubeconfig"
+
+        children = Children(tmp)
+        failed_before = check.failed
+        try:
+            api = children.start("test API server", [api_server, "--listen", "127.0.0.1:0", "--manifests", str(manifests),
+                                                     "--kubeconfig", str(kubeconfig)], stdout=subprocess.PIPE)
+            api_url, why = read_listening(api, time.monotonic() + SMOKE_WAIT)
+            if not check(f"{case}: the test API server prints its address", api_url is not None, why):
+                return
+            child_env = {k: v for k, v in os.environ.items() if k not in ENV_DROPPED}
+            child_env.update(env)
+            child_env["KUBECONFIG"] = str(kubeconfig)
+            child_env.setdefault("RUST_LOG", "info")
+            children.start("dualstack-ingress", [binary, *args], env=child_env)
+            deadline = time.monotonic() + SMOKE_WAIT
+
+            for addr in config.get("admin", []):
+                host, port = reach(addr)
+                for path in ("/healthz", "/readyz"):
+                    ok, detail = poll(children, lambda: (lambda r: (r[0] == 200, r[:1] + r[2:]))(
+                        http_get(host, port, path, timeout=2)), deadline)
+                    check(f"{case}: GET http://{url_host(host, port)}{path} answers 200 (admin {addr})", ok, detail)
+            gone = children.exited()
+            if not check(f"{case}: both processes run after the start", gone is None, gone):
+                return
+
+            # api.example.com routes to an h2c Service whose endpoints are not reachable from here, so the
+            # answer is the proxy's own error page, after the connect attempts fail (up to the configured
+            # connect timeout per endpoint): the requests of both families run while the rest is checked.
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+            proxied = {addr: pool.submit(http_get, *reach(addr), "/", {"Host": "api.example.com"}, 30)
+                       for addr in config.get("listen", [])}
+            pool.shutdown(wait=False)
+
+            for addr in config.get("listen", []):
+                host, port = reach(addr)
+                # app.example.com has the certificate of the Secret web-tls and redirectToHttps is on. The
+                # Location names the TLS listener's own port: that is not asserted here.
+                try:
+                    status, headers, _ = http_get(host, port, "/x?y", {"Host": "app.example.com"}, timeout=5)
+                    got = (status, headers.get("location"))
+                    ok = status == 301 and re.fullmatch(r"https://app\.example\.com(:[0-9]+)?/x\?y", got[1] or "") is not None
+                except (OSError, http.client.HTTPException) as e:
+                    got, ok = f"{type(e).__name__}: {e}", False
+                check(f"{case}: http://{url_host(host, port)}/x?y with Host app.example.com gets 301 to "
+                      f"https://app.example.com (listen {addr})", ok, got)
+
+            demo = ssl.PEM_cert_to_DER_cert((ROOT / "config" / "certs" / "demo.crt").read_text())
+            for addr in config.get("listenTls", []):
+                host, port = reach(addr)
+                try:
+                    got = tls_certificate(host, port, "app.example.com") == demo
+                except (OSError, ssl.SSLError) as e:
+                    got = f"{type(e).__name__}: {e}"
+                check(f"{case}: https://{url_host(host, port)} serves the certificate of the Secret web-tls for "
+                      f"app.example.com (listenTls {addr})", got is True, got)
+
+            api_host = api_url.removeprefix("http://")
+            api_ip, _, api_port = api_host.rpartition(":")
+
+            def api_get(path: str) -> dict[str, Any]:
+                status, _, body = http_get(api_ip.strip("[]"), int(api_port), path, timeout=2)
+                if status != 200:
+                    raise ValueError(f"GET {path}: {status} {body[:200]}")
+                return json.loads(body)
+
+            def lease_holder() -> tuple[bool, Any]:
+                lease = api_get(f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/dualstack-ingress-leader")
+                holder = lease.get("spec", {}).get("holderIdentity")
+                return holder == pod_name, holder
+
+            ok, detail = poll(children, lease_holder, time.monotonic() + SMOKE_WAIT)
+            check(f"{case}: the Lease {NAMESPACE}/dualstack-ingress-leader is held by POD_NAME {pod_name}", ok, detail)
+
+            for ingress in ("web", "api"):
+                def published(name: str = ingress) -> tuple[bool, Any]:
+                    obj = api_get(f"/apis/networking.k8s.io/v1/namespaces/default/ingresses/{name}")
+                    lbs = obj.get("status", {}).get("loadBalancer", {}).get("ingress", [])
+                    ips = sorted(x.get("ip", "") for x in lbs)
+                    return ips == sorted(LB_ADDRESSES), lbs
+
+                ok, detail = poll(children, published, time.monotonic() + SMOKE_WAIT)
+                check(f"{case}: the leader writes {' and '.join(LB_ADDRESSES)} from {publish} into the status of "
+                      f"Ingress default/{ingress}", ok, detail)
+
+            for addr, future in proxied.items():
+                host, port = reach(addr)
+                try:
+                    status, headers, body = future.result()
+                    got = (status, headers.get("content-type"), body[:200])
+                    ok = status in (502, 503, 504) and (headers.get("content-type") or "").startswith("text/") \
+                        and body.strip() != ""
+                except (OSError, http.client.HTTPException) as e:
+                    got, ok = f"{type(e).__name__}: {e}", False
+                check(f"{case}: http://{url_host(host, port)}/ with Host api.example.com gets the proxy's 5xx "
+                      f"text answer (listen {addr})", ok, got)
+
+            gone = children.exited()
+            check(f"{case}: both processes still run after the checks", gone is None, gone)
+        finally:
+            children.stop(show_output=check.failed > failed_before)
+
+
 # ---------------------------------------------------------------------------------------- --print-rbac
 
 
 def binary_rbac() -> dict[str, set] | None:
-    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(os.environ["HOME"], ".cache/dualstack-ingress/target")
-    binary = os.environ.get("DUALSTACK_INGRESS_BIN") or os.path.join(target, "debug", "dualstack-ingress")
+    binary = binary_path()
     if not check("the binary exists for --print-rbac", os.access(binary, os.X_OK), binary):
         return None
     r = subprocess.run([binary, "--print-rbac"], capture_output=True, text=True, timeout=60)
@@ -658,11 +1008,16 @@ def main() -> int:
     check("the values matrix has every required case", not missing, sorted(missing))
     with helm.Chart.load(str(CHART)) as chart:
         check_chart_files(chart)
+        rendered: dict[str, list[dict[str, Any]] | None] = {}
         for path in cases:
             before = check.failed
-            check_case(chart, path.stem, load_values(path), needs)
+            rendered[path.stem] = check_case(chart, path.stem, load_values(path), needs)
             print(f"  {path.stem}: {'ok' if check.failed == before else 'FAILED'}", flush=True)
         check_rejections(chart)
+    before = check.failed
+    if check(f"{SMOKE_CASE}: rendered, to run", bool(rendered.get(SMOKE_CASE))):
+        check_rendered_run(rendered[SMOKE_CASE])
+    print(f"  {SMOKE_CASE} run with the test API server: {'ok' if check.failed == before else 'FAILED'}", flush=True)
     validate_with_cli()
     check_dockerfile()
     print(f"({len(cases)} values cases, {time.monotonic() - start:.1f}s)")
