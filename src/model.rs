@@ -43,6 +43,9 @@ pub struct Model {
     pub tls: Vec<TlsCert>,
     /// Whether plain-HTTP requests for a host that has a certificate are redirected to HTTPS (301).
     pub redirect_to_https: bool,
+    /// The port HTTPS redirects name (clients' port, e.g. 443 behind a Service); `None`: the TLS
+    /// listener's own port.
+    pub https_redirect_port: Option<u16>,
     /// Host rules in the order they were written.
     pub rules: Vec<Rule>,
     /// Backend for requests that match no rule.
@@ -60,6 +63,7 @@ impl Default for Model {
         Model {
             tls: Vec::new(),
             redirect_to_https: true,
+            https_redirect_port: None,
             rules: Vec::new(),
             default_backend: None,
             backends: BTreeMap::new(),

@@ -365,3 +365,19 @@ async fn a_reload_of_10000_routes_stalls_no_request_on_a_single_thread() {
         "a request waited {worst:?} during a reload of {reload:?}: the compile blocked the runtime"
     );
 }
+
+#[tokio::test]
+async fn an_endpoint_named_by_dns_is_resolved_and_served() {
+    let up = Upstream::start("127.0.0.1:0").await;
+    // `localhost` resolves through /etc/hosts: no DNS server is needed.
+    let p = TestProxy::start(&format!(
+        "defaultBackend: b\nbackends:\n  b:\n    endpoints: [\"localhost:{}\"]\n",
+        up.addr.port()
+    ))
+    .await;
+    for v6 in [false, true] {
+        let seen = get(&p.url(v6, "/"), &[]).await;
+        assert_eq!(seen.status, 200, "{}", seen.body);
+        assert_eq!(seen.headers["x-upstream"], up.addr.to_string().as_str());
+    }
+}

@@ -521,6 +521,27 @@ async fn plain_http_for_a_host_with_a_certificate_is_redirected_to_https() {
 }
 
 #[tokio::test]
+async fn https_redirect_port_names_the_port_clients_use() {
+    let f = Fixture::new().await;
+    let (_app, e1) = f.entry("app", &["app.test"]);
+    for (port, want) in [
+        ("443", "https://app.test/p?q=1"),
+        ("9443", "https://app.test:9443/p?q=1"),
+    ] {
+        let p = TestProxy::start(&f.yaml(&[&e1], &format!("httpsRedirectPort: {port}\n"))).await;
+        for v6 in [false, true] {
+            let seen = get(&p.url(v6, "/p?q=1"), &[("host", "app.test")]).await;
+            assert_eq!(seen.status, 301, "ipv6={v6}: {}", seen.body);
+            assert_eq!(
+                seen.headers.get("location").and_then(|v| v.to_str().ok()),
+                Some(want),
+                "ipv6={v6}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn redirect_to_https_false_disables_the_redirect() {
     let f = Fixture::new().await;
     let (_app, e1) = f.entry("app", &["app.test"]);

@@ -160,6 +160,7 @@ struct RawConfig {
     #[serde(default)]
     tls: Vec<RawTls>,
     redirect_to_https: Option<bool>,
+    https_redirect_port: Option<Spanned<u16>>,
     routes: Option<Spanned<Vec<RawRoute>>>,
     default_backend: Option<Spanned<String>>,
     backends: Option<Spanned<BTreeMap<String, Spanned<RawBackend>>>>,
@@ -419,6 +420,7 @@ impl Validator<'_> {
                 model: Model {
                     tls,
                     redirect_to_https: raw.redirect_to_https.unwrap_or(true),
+                    https_redirect_port: raw.https_redirect_port.map(|p| p.value),
                     rules,
                     default_backend: raw.default_backend.map(|d| d.value),
                     backends,

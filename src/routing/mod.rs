@@ -42,6 +42,7 @@ impl Table {
         let mut table = Table {
             timeouts: model.timeouts,
             https_redirect_port: tls_port
+                .map(|bound| model.https_redirect_port.unwrap_or(bound))
                 .filter(|_| model.redirect_to_https && !model.tls.is_empty()),
             default_backend: model
                 .default_backend

@@ -65,7 +65,7 @@ REQUIRED_CASES = {
     "require-dualstack": ("LoadBalancer", "RequireDualStack", ["IPv6", "IPv4"], False, False),
     "hpa-servicemonitor": ("LoadBalancer", "PreferDualStack", None, True, True),
 }
-CONFIG_KEYS = {"listen", "listenTls", "admin", "redirectToHttps", "timeouts"}
+CONFIG_KEYS = {"listen", "listenTls", "admin", "redirectToHttps", "httpsRedirectPort", "timeouts"}
 TIMEOUT_KEYS = {"headerRead", "idle", "connect", "response", "drain"}
 
 
@@ -423,6 +423,8 @@ def check_case(chart: helm.Chart, case: str, values: dict[str, Any],
         check(f"{case}: no listenTls without https", "listenTls" not in config, config)
         check(f"{case}: no https port without https", "https" not in ports, ports)
     check(f"{case}: redirectToHttps from values", config.get("redirectToHttps") == merged["config"]["redirectToHttps"])
+    check(f"{case}: redirects name the Service's HTTPS port", config.get("httpsRedirectPort") == merged["service"]["ports"]["https"],
+          config.get("httpsRedirectPort"))
     check(f"{case}: config checksum annotation on the pods", "checksum/config" in pod["metadata"].get("annotations", {}))
 
     # Probes on the admin port.
@@ -908,11 +910,11 @@ def check_rendered_run(objects: list[dict[str, Any]]) -> None:
             for addr in config.get("listen", []):
                 host, port = reach(addr)
                 # app.example.com has the certificate of the Secret web-tls and redirectToHttps is on. The
-                # Location names the TLS listener's own port: that is not asserted here.
+                # Location names the Service's HTTPS port (443 by default: no port in the URL).
                 try:
                     status, headers, _ = http_get(host, port, "/x?y", {"Host": "app.example.com"}, timeout=5)
                     got = (status, headers.get("location"))
-                    ok = status == 301 and re.fullmatch(r"https://app\.example\.com(:[0-9]+)?/x\?y", got[1] or "") is not None
+                    ok = status == 301 and re.fullmatch(r"https://app\.example\.com/x\?y", got[1] or "") is not None
                 except (OSError, http.client.HTTPException) as e:
                     got, ok = f"{type(e).__name__}: {e}", False
                 check(f"{case}: http://{url_host(host, port)}/x?y with Host app.example.com gets 301 to "
