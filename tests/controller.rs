@@ -782,3 +782,29 @@ async fn an_ipv6_only_pod_network_in_a_namespace_is_reached_over_ula() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn routes_in_the_config_file_are_an_error_in_kubernetes_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        "listen: [\"127.0.0.1:0\"]\ndefaultBackend: b\nbackends:\n  b:\n    endpoints: [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(support::running::BIN)
+        .args(["--kubernetes", "--config", config.to_str().unwrap()])
+        .env("KUBECONFIG", dir.path().join("none"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("c.yaml:2:17: \"defaultBackend\" is not allowed with --kubernetes"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("c.yaml:4:3: \"backends\" is not allowed"),
+        "{stderr}"
+    );
+}
