@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::certs::Ca;
 use support::kube_api::KubeApi;
-use support::running::{logged_addr, Running};
+use support::running::Running;
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -65,22 +65,9 @@ impl Cluster {
             ],
         );
         let (v4, v6) = bin.data_addrs().await;
-        let mut tls = Vec::new();
-        let mut admin = Vec::new();
-        for v6 in [false, true] {
-            let line = bin
-                .wait_line("a TLS listener", |l| {
-                    logged_addr(l, "listening (TLS)").is_some_and(|a| a.is_ipv6() == v6)
-                })
-                .await;
-            tls.push(logged_addr(&line, "listening (TLS)").unwrap());
-            let line = bin
-                .wait_line("an admin listener", |l| {
-                    logged_addr(l, "admin listening").is_some_and(|a| a.is_ipv6() == v6)
-                })
-                .await;
-            admin.push(logged_addr(&line, "admin listening").unwrap());
-        }
+        let (t4, t6) = bin.logged_addrs("listening (TLS)").await;
+        let (a4, a6) = bin.logged_addrs("admin listening").await;
+        let (tls, admin) = (vec![t4, t6], vec![a4, a6]);
         Proxy {
             bin,
             v4,
@@ -213,6 +200,19 @@ fn dual_stack_web(api: &KubeApi, v4: SocketAddr, v6: SocketAddr) {
         "IPv6",
         json!({"name": "http", "port": v6.port()}),
         &[ready(v6)],
+    ));
+}
+
+/// A Service `web` (port 80, unnamed) with one slice of `to`'s family.
+fn single_family_web(api: &KubeApi, to: SocketAddr) {
+    let family = if to.is_ipv4() { "IPv4" } else { "IPv6" };
+    api.apply(service("web", json!([{"port": 80}])));
+    api.apply(slice(
+        &format!("web-{}", family.to_lowercase()),
+        "web",
+        family,
+        json!({"port": to.port()}),
+        &[ready(to)],
     ));
 }
 
@@ -447,14 +447,7 @@ async fn classes_are_respected_and_a_broken_ingress_affects_only_itself() {
 async fn only_the_leader_writes_status_and_a_second_replica_takes_over() {
     let c = Cluster::start().await;
     let up = Upstream::start("[::1]:0").await;
-    c.api.apply(service("web", json!([{"port": 80}])));
-    c.api.apply(slice(
-        "web-v6",
-        "web",
-        "IPv6",
-        json!({"port": up.addr.port()}),
-        &[ready(up.addr)],
-    ));
+    single_family_web(&c.api, up.addr);
     c.api.apply(ingress(
         "web",
         Some("dualstack"),
@@ -521,14 +514,7 @@ async fn only_the_leader_writes_status_and_a_second_replica_takes_over() {
 async fn a_tls_ingress_serves_its_secret_by_sni_and_rotates() {
     let c = Cluster::start().await;
     let up = Upstream::start("127.0.0.1:0").await;
-    c.api.apply(service("web", json!([{"port": 80}])));
-    c.api.apply(slice(
-        "web-v4",
-        "web",
-        "IPv4",
-        json!({"port": up.addr.port()}),
-        &[ready(up.addr)],
-    ));
+    single_family_web(&c.api, up.addr);
     let (ca1, ca2) = (Ca::new(), Ca::new());
     let secret = |ca: &Ca| {
         let leaf = ca.leaf(&["secure.test"]);

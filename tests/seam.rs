@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use dualstack_ingress::model::{Backend, Bootstrap, ClientTimeouts, Model};
 use dualstack_ingress::server::Server;
 use support::certs::{tls_upstream, Ca};
-use support::running::{logged_addr, Running};
+use support::running::Running;
 use support::*;
 
 /// Sends SIGHUP to this test process: every file source in it reloads.
@@ -257,15 +257,8 @@ async fn certificates_added_by_reload_are_served_or_said_to_need_a_restart() {
     let with_tls = format!("{base}listenTls: [\"127.0.0.1:0\", \"[::1]:0\"]\n");
     let path = write(dir.path(), "tls.yaml", &with_tls);
     let mut bin = Running::start(dir.path(), &["--config", path.to_str().unwrap()]);
-    let mut tls_addrs = Vec::new();
-    for v6 in [false, true] {
-        let line = bin
-            .wait_line("a TLS listening line", |l| {
-                logged_addr(l, "listening (TLS)").is_some_and(|a| a.is_ipv6() == v6)
-            })
-            .await;
-        tls_addrs.push(logged_addr(&line, "listening (TLS)").unwrap());
-    }
+    let (t4, t6) = bin.logged_addrs("listening (TLS)").await;
+    let tls_addrs = [t4, t6];
     bin.wait_line("the watcher", |l| {
         l.contains("watching the configuration file")
     })

@@ -181,40 +181,19 @@ pub struct TestProxy {
 impl TestProxy {
     /// Starts the proxy on `127.0.0.1:0` and `[::1]:0` with `yaml`, which must not contain `listen`.
     pub async fn start(yaml: &str) -> TestProxy {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("proxy.yaml");
-        let full = format!("listen: [\"127.0.0.1:0\", \"[::1]:0\"]\n{yaml}");
-        std::fs::write(&path, full).unwrap();
-        let file = dualstack_ingress::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (dir, path, file) = Self::write_config(yaml);
         let server = Server::start_with(&file.bootstrap, file.model)
             .await
             .unwrap();
-        let v4 = *server.data_addrs().iter().find(|a| a.is_ipv4()).unwrap();
-        let v6 = *server.data_addrs().iter().find(|a| a.is_ipv6()).unwrap();
-        TestProxy {
-            server: Some(server),
-            v4,
-            v6,
-            path,
-            dir,
-            watch: None,
-        }
+        Self::assemble(server, dir, path, None)
     }
 
     /// Like [`TestProxy::start`], with the file as the configuration source: reloaded whenever it changes
     /// (and on SIGHUP), as the binary does.
     pub async fn start_watched(yaml: &str) -> TestProxy {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("proxy.yaml");
-        std::fs::write(
-            &path,
-            format!("listen: [\"127.0.0.1:0\", \"[::1]:0\"]\n{yaml}"),
-        )
-        .unwrap();
-        let file = dualstack_ingress::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (dir, path, file) = Self::write_config(yaml);
         let (models, published) = tokio::sync::watch::channel(Some(Arc::new(file.model.clone())));
         let server = Server::start(&file.bootstrap, published).await.unwrap();
-        server.wait_installed(1).await;
         let watch = dualstack_ingress::config::source::spawn(
             path.clone(),
             dualstack_ingress::config::Mode::Standalone,
@@ -223,6 +202,31 @@ impl TestProxy {
             server.metrics().clone(),
         )
         .unwrap();
+        Self::assemble(server, dir, path, Some(watch))
+    }
+
+    /// Writes `yaml` with loopback listeners of both families into a new directory and loads it.
+    fn write_config(
+        yaml: &str,
+    ) -> (
+        tempfile::TempDir,
+        PathBuf,
+        dualstack_ingress::config::ConfigFile,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.yaml");
+        let full = format!("listen: [\"127.0.0.1:0\", \"[::1]:0\"]\n{yaml}");
+        std::fs::write(&path, full).unwrap();
+        let file = dualstack_ingress::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        (dir, path, file)
+    }
+
+    fn assemble(
+        server: Server,
+        dir: tempfile::TempDir,
+        path: PathBuf,
+        watch: Option<tokio::task::JoinHandle<()>>,
+    ) -> TestProxy {
         let v4 = *server.data_addrs().iter().find(|a| a.is_ipv4()).unwrap();
         let v6 = *server.data_addrs().iter().find(|a| a.is_ipv6()).unwrap();
         TestProxy {
@@ -231,7 +235,7 @@ impl TestProxy {
             v6,
             path,
             dir,
-            watch: Some(watch),
+            watch,
         }
     }
 

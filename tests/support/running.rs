@@ -75,14 +75,20 @@ impl Running {
 
     /// The data listeners (`listening addr=...`) in text log format, IPv4 first.
     pub async fn data_addrs(&mut self) -> (SocketAddr, SocketAddr) {
+        self.logged_addrs("listening").await
+    }
+
+    /// The IPv4 and the IPv6 address of the log lines `<message> addr=...` (e.g. `listening (TLS)`,
+    /// `admin listening`).
+    pub async fn logged_addrs(&mut self, message: &str) -> (SocketAddr, SocketAddr) {
         let mut found = Vec::new();
         for v6 in [false, true] {
             let line = self
-                .wait_line("a listening line", |l| {
-                    logged_addr(l, "listening").is_some_and(|a| a.is_ipv6() == v6)
+                .wait_line(message, |l| {
+                    logged_addr(l, message).is_some_and(|a| a.is_ipv6() == v6)
                 })
                 .await;
-            found.push(logged_addr(&line, "listening").unwrap());
+            found.push(logged_addr(&line, message).unwrap());
         }
         (found[0], found[1])
     }
