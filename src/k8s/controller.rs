@@ -17,7 +17,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +26,8 @@ use crate::config::source::ModelSender;
 use crate::model::Model;
 use crate::telemetry::Metrics;
 
-/// How long the cluster must be quiet before a change is translated.
+/// Changes closer together than this are coalesced: the first change after a quiet period is translated
+/// at once, later ones when the cluster has been quiet this long.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 /// A steady stream of changes is still translated at least this often.
 pub const MAX_DELAY: Duration = Duration::from_secs(1);
@@ -141,11 +142,14 @@ pub trait WatchMetrics: Send + Sync + 'static {
     fn error(&self, kind: &'static str);
 }
 
-/// Starts one reflector per kind (namespaced to `namespace` when given); each event wakes `changed`.
+/// Counts store changes; the model builder waits for the count to move.
+pub type Changes = Arc<watch::Sender<u64>>;
+
+/// Starts one reflector per kind (namespaced to `namespace` when given); each event bumps `changed`.
 pub fn start_watchers(
     client: &Client,
     namespace: Option<&str>,
-    changed: &Arc<Notify>,
+    changed: &Changes,
     metrics: &Arc<dyn WatchMetrics>,
     tasks: &mut JoinSet<()>,
 ) -> Stores {
@@ -204,7 +208,7 @@ fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
     kind: &'static str,
-    changed: &Arc<Notify>,
+    changed: &Changes,
     metrics: &Arc<dyn WatchMetrics>,
     tasks: &mut JoinSet<()>,
 ) -> Store<K>
@@ -221,7 +225,7 @@ where
             match event {
                 Ok(_) => {
                     metrics.event(kind);
-                    changed.notify_one();
+                    changed.send_modify(|n| *n = n.wrapping_add(1));
                 }
                 Err(e) => {
                     metrics.error(kind);
@@ -251,7 +255,7 @@ pub async fn build_models(
     stores: Stores,
     options: Options,
     base: Model,
-    changed: Arc<Notify>,
+    mut changed: watch::Receiver<u64>,
     models: ModelSender,
     translated: watch::Sender<Arc<Translated>>,
     stop: CancellationToken,
@@ -264,6 +268,8 @@ pub async fn build_models(
     let mut published: Option<(Model, Stats)> = None;
     let mut logged: HashSet<String> = HashSet::new();
     loop {
+        // Everything changed up to here is in this translation.
+        changed.borrow_and_update();
         let (state, opts) = (stores.state(), options.clone());
         let ingresses = state.ingresses.clone();
         let translation = match tokio::task::spawn_blocking(move || translate(&state, &opts)).await
@@ -298,24 +304,33 @@ pub async fn build_models(
             owned: owned.into_iter().collect(),
             problems,
         }));
-        if !settle(&changed, &stop).await {
+        let translated_at = tokio::time::Instant::now();
+        if !settle(&mut changed, &stop, translated_at).await {
             return;
         }
     }
 }
 
-/// Waits for a change, then until the cluster has been quiet for [`DEBOUNCE`] (at most [`MAX_DELAY`]).
-/// False when stopped.
-async fn settle(changed: &Notify, stop: &CancellationToken) -> bool {
+/// Waits for a change. A change after a quiet period (nothing translated for [`DEBOUNCE`]) returns at once,
+/// so a single EndpointSlice update serves within milliseconds; otherwise waits until the cluster has been
+/// quiet for [`DEBOUNCE`] (at most [`MAX_DELAY`]), so a burst becomes one translation. False when stopped.
+async fn settle(
+    changed: &mut watch::Receiver<u64>,
+    stop: &CancellationToken,
+    translated_at: tokio::time::Instant,
+) -> bool {
     tokio::select! {
-        () = changed.notified() => {}
+        got = changed.changed() => if got.is_err() { return false },
         () = stop.cancelled() => return false,
+    }
+    if translated_at.elapsed() >= DEBOUNCE {
+        return true;
     }
     let latest = tokio::time::Instant::now() + MAX_DELAY;
     loop {
         let quiet = tokio::time::Instant::now() + DEBOUNCE;
         tokio::select! {
-            () = changed.notified() => {}
+            got = changed.changed() => if got.is_err() { return false },
             () = tokio::time::sleep_until(quiet.min(latest)) => return true,
             () = stop.cancelled() => return false,
         }
@@ -439,7 +454,7 @@ impl Controller {
         stop: CancellationToken,
     ) -> JoinSet<()> {
         let mut tasks = JoinSet::new();
-        let changed = Arc::new(Notify::new());
+        let changed: Changes = Arc::new(watch::Sender::new(0));
         let counted: Arc<dyn WatchMetrics> = Arc::new(Counted(metrics.clone()));
         let stores = start_watchers(
             &self.client,
@@ -453,7 +468,7 @@ impl Controller {
             stores,
             self.options.clone(),
             self.base.clone(),
-            changed,
+            changed.subscribe(),
             models,
             translated_tx,
             stop.clone(),
