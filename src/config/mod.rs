@@ -251,6 +251,8 @@ struct RawTimeouts {
     idle: Option<Spanned<String>>,
     connect: Option<Spanned<String>>,
     response: Option<Spanned<String>>,
+    upstream_read: Option<Spanned<String>>,
+    client_write: Option<Spanned<String>>,
     drain: Option<Spanned<String>>,
 }
 
@@ -509,6 +511,8 @@ impl Validator<'_> {
             UpstreamTimeouts {
                 connect: self.duration("connect", raw.connect, u.connect),
                 response: self.duration("response", raw.response, u.response),
+                upstream_read: self.duration("upstreamRead", raw.upstream_read, u.upstream_read),
+                client_write: self.duration("clientWrite", raw.client_write, u.client_write),
             },
         )
     }

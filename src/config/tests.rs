@@ -383,6 +383,8 @@ fn defaults_when_omitted() {
         UpstreamTimeouts {
             connect: Duration::from_secs(5),
             response: Duration::from_secs(60),
+            upstream_read: Duration::from_secs(60),
+            client_write: Duration::from_secs(60),
         }
     );
     assert_eq!(m.connect_retries, 2);
