@@ -145,9 +145,29 @@ pub fn parse_for(file: &str, text: &str, mode: Mode) -> Result<ConfigFile, Confi
 fn first_line(s: &str) -> String {
     let line = s.lines().next().unwrap_or(s).trim();
     // serde-saphyr may append " at line L, column C"; the location is already in front.
-    match line.rfind(" at line ") {
-        Some(i) => line[..i].to_string(),
+    let line = match line.rfind(" at line ") {
+        Some(i) => &line[..i],
+        None => line,
+    };
+    // The parser's message may quote a value of any size.
+    match line.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
         None => line.to_string(),
+    }
+}
+
+/// The longest parser message reported, in characters.
+const MAX_MESSAGE_CHARS: usize = 256;
+
+/// The longest prefix of a user value quoted in an error, in characters.
+const QUOTE_MAX_CHARS: usize = 64;
+
+/// `value` quoted for an error message: whole when short, else its first 64 characters followed by `…` and
+/// its length, so a huge value never becomes a huge log line.
+pub(crate) fn quote(value: &str) -> String {
+    match value.char_indices().nth(QUOTE_MAX_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
     }
 }
 
@@ -310,7 +330,7 @@ impl Validator<'_> {
             for ep in &spanned.value.endpoints {
                 match parse_endpoint(&ep.value) {
                     Ok(addr) => endpoints.push(addr),
-                    Err(message) => self.error(ep, format!("backend {name:?}: {message}")),
+                    Err(message) => self.error(ep, format!("backend {}: {message}", quote(name))),
                 }
             }
             let protocol = match spanned.value.protocol.as_ref().map(|p| p.value.as_str()) {
@@ -322,7 +342,11 @@ impl Validator<'_> {
                     if let Some(p) = &spanned.value.protocol {
                         self.error(
                             p,
-                            format!("backend {name:?}: protocol {other:?} is not one of http1, h2c, https, h2"),
+                            format!(
+                                "backend {}: protocol {} is not one of http1, h2c, https, h2",
+                                quote(name),
+                                quote(other)
+                            ),
                         );
                     }
                     Protocol::Http1
@@ -362,7 +386,7 @@ impl Validator<'_> {
                 if !p.path.value.starts_with('/') {
                     self.error(
                         &p.path,
-                        format!("path {:?} must start with \"/\"", p.path.value),
+                        format!("path {} must start with \"/\"", quote(&p.path.value)),
                     );
                 }
                 let kind = match p.path_type.as_ref().map(|t| t.value.as_str()) {
@@ -372,7 +396,10 @@ impl Validator<'_> {
                         if let Some(t) = &p.path_type {
                             self.error(
                                 t,
-                                format!("pathType {other:?} is not one of Exact, Prefix, ImplementationSpecific"),
+                                format!(
+                                    "pathType {} is not one of Exact, Prefix, ImplementationSpecific",
+                                    quote(other)
+                                ),
                             );
                         }
                         PathKind::Prefix
@@ -477,7 +504,10 @@ impl Validator<'_> {
             } else {
                 self.error(
                     s,
-                    format!("tls {what} file {} does not exist", path.display()),
+                    format!(
+                        "tls {what} file {} does not exist",
+                        quote(&path.display().to_string())
+                    ),
                 );
                 None
             }
@@ -495,7 +525,10 @@ impl Validator<'_> {
         if !backends.contains_key(&name.value) {
             self.error(
                 name,
-                format!("backend {:?} is not defined under \"backends\"", name.value),
+                format!(
+                    "backend {} is not defined under \"backends\"",
+                    quote(&name.value)
+                ),
             );
         }
     }
@@ -528,7 +561,11 @@ impl Validator<'_> {
             Err(e) => {
                 self.error(
                     &raw,
-                    format!("timeouts.{key}: {:?} is not a duration ({e}); write e.g. \"500ms\", \"30s\" or \"2m\"", raw.value),
+                    format!(
+                        "timeouts.{key}: {} is not a duration ({}); write e.g. \"500ms\", \"30s\" or \"2m\"",
+                        quote(&raw.value),
+                        first_line(&e.to_string())
+                    ),
                 );
                 default
             }
