@@ -260,6 +260,10 @@ pub struct UpstreamTimeouts {
     pub connect: Duration,
     /// Time from sending a request upstream until its response head arrives.
     pub response: Duration,
+    /// Longest silence while reading an upstream response body; then the client's response is cut.
+    pub upstream_read: Duration,
+    /// Longest a client may leave a response body frame untaken; then the upstream is dropped.
+    pub client_write: Duration,
 }
 
 impl Default for UpstreamTimeouts {
@@ -267,6 +271,8 @@ impl Default for UpstreamTimeouts {
         UpstreamTimeouts {
             connect: Duration::from_secs(5),
             response: Duration::from_secs(60),
+            upstream_read: Duration::from_secs(60),
+            client_write: Duration::from_secs(60),
         }
     }
 }

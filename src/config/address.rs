@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
+use super::quote;
 use crate::model::NamedEndpoint;
 
 /// Parses `ip:port` (IPv6 in brackets, RFC 3986 / RFC 5952 style) into a [`SocketAddr`].
@@ -14,27 +15,32 @@ pub fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
     }
     if let Some(suggestion) = bracketed_suggestion(text) {
         return Err(format!(
-            "{text:?} is not a valid socket address: an IPv6 address with a port must be bracketed; \
-             write {suggestion:?}"
+            "{} is not a valid socket address: an IPv6 address with a port must be bracketed; \
+             write {suggestion:?}",
+            quote(text)
         ));
     }
     let unbracketed = text.trim_start_matches('[').trim_end_matches(']');
     if unbracketed.parse::<IpAddr>().is_ok() {
         return Err(format!(
-            "{text:?} has no port; write it as IP:PORT (IPv6 as [IP]:PORT)"
+            "{} has no port; write it as IP:PORT (IPv6 as [IP]:PORT)",
+            quote(text)
         ));
     }
     if let Some((ip, port)) = text.rsplit_once(':') {
         let ip = ip.trim_start_matches('[').trim_end_matches(']');
         if ip.parse::<IpAddr>().is_ok() && port.parse::<u16>().is_err() {
             return Err(format!(
-                "{text:?}: port {port:?} is not a number from 0 to 65535"
+                "{}: port {} is not a number from 0 to 65535",
+                quote(text),
+                quote(port)
             ));
         }
     }
     Err(format!(
-        "{text:?} is not a valid socket address; write IP:PORT or NAME:PORT, e.g. \"127.0.0.1:8080\", \
-         \"[fd00::5]:8080\" or \"api.internal:8080\""
+        "{} is not a valid socket address; write IP:PORT or NAME:PORT, e.g. \"127.0.0.1:8080\", \
+         \"[fd00::5]:8080\" or \"api.internal:8080\"",
+        quote(text)
     ))
 }
 

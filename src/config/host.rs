@@ -3,21 +3,25 @@
 
 use std::net::IpAddr;
 
+use super::quote;
 use crate::model::HostMatch;
 
 /// Parses a rule host: lower-cases it, drops one trailing dot, and rejects IP literals, a bare `*` and
 /// anything that is not a DNS name.
 pub fn parse_host_rule(text: &str) -> Result<HostMatch, String> {
+    let quoted = || quote(text);
     let folded = text.trim_end_matches('.').to_ascii_lowercase();
     let unbracketed = folded.trim_start_matches('[').trim_end_matches(']');
     if unbracketed.parse::<IpAddr>().is_ok() {
         return Err(format!(
-            "host {text:?} is an IP address; Ingress hosts are DNS names (omit host to match any host)"
+            "host {} is an IP address; Ingress hosts are DNS names (omit host to match any host)",
+            quoted()
         ));
     }
     if folded == "*" {
         return Err(format!(
-            "host {text:?}: a bare \"*\" is not allowed; omit host to match any host"
+            "host {}: a bare \"*\" is not allowed; omit host to match any host",
+            quoted()
         ));
     }
     let (wildcard, name) = match folded.strip_prefix("*.") {
@@ -26,12 +30,14 @@ pub fn parse_host_rule(text: &str) -> Result<HostMatch, String> {
     };
     if name.contains('*') {
         return Err(format!(
-            "host {text:?}: \"*\" is only allowed as the whole first label, as in \"*.example.com\""
+            "host {}: \"*\" is only allowed as the whole first label, as in \"*.example.com\"",
+            quoted()
         ));
     }
     if !is_dns_subdomain(name) {
         return Err(format!(
-            "host {text:?} is not a valid DNS name (letters, digits, '-' and '.', labels of at most 63 characters)"
+            "host {} is not a valid DNS name (letters, digits, '-' and '.', labels of at most 63 characters)",
+            quoted()
         ));
     }
     Ok(if wildcard {

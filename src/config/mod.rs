@@ -145,9 +145,29 @@ pub fn parse_for(file: &str, text: &str, mode: Mode) -> Result<ConfigFile, Confi
 fn first_line(s: &str) -> String {
     let line = s.lines().next().unwrap_or(s).trim();
     // serde-saphyr may append " at line L, column C"; the location is already in front.
-    match line.rfind(" at line ") {
-        Some(i) => line[..i].to_string(),
+    let line = match line.rfind(" at line ") {
+        Some(i) => &line[..i],
+        None => line,
+    };
+    // The parser's message may quote a value of any size.
+    match line.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
         None => line.to_string(),
+    }
+}
+
+/// The longest parser message reported, in characters.
+const MAX_MESSAGE_CHARS: usize = 256;
+
+/// The longest prefix of a user value quoted in an error, in characters.
+const QUOTE_MAX_CHARS: usize = 64;
+
+/// `value` quoted for an error message: whole when short, else its first 64 characters followed by `…` and
+/// its length, so a huge value never becomes a huge log line.
+pub(crate) fn quote(value: &str) -> String {
+    match value.char_indices().nth(QUOTE_MAX_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
     }
 }
 
@@ -252,6 +272,8 @@ struct RawTimeouts {
     idle: Option<Spanned<String>>,
     connect: Option<Spanned<String>>,
     response: Option<Spanned<String>>,
+    upstream_read: Option<Spanned<String>>,
+    client_write: Option<Spanned<String>>,
     drain: Option<Spanned<String>>,
 }
 
@@ -312,7 +334,7 @@ impl Validator<'_> {
                     Ok(addr) => endpoints.push(addr),
                     Err(message) => match parse_named(&ep.value) {
                         Some(n) => named.push(n),
-                        None => self.error(ep, format!("backend {name:?}: {message}")),
+                        None => self.error(ep, format!("backend {}: {message}", quote(name))),
                     },
                 }
             }
@@ -325,7 +347,11 @@ impl Validator<'_> {
                     if let Some(p) = &spanned.value.protocol {
                         self.error(
                             p,
-                            format!("backend {name:?}: protocol {other:?} is not one of http1, h2c, https, h2"),
+                            format!(
+                                "backend {}: protocol {} is not one of http1, h2c, https, h2",
+                                quote(name),
+                                quote(other)
+                            ),
                         );
                     }
                     Protocol::Http1
@@ -365,7 +391,7 @@ impl Validator<'_> {
                 if !p.path.value.starts_with('/') {
                     self.error(
                         &p.path,
-                        format!("path {:?} must start with \"/\"", p.path.value),
+                        format!("path {} must start with \"/\"", quote(&p.path.value)),
                     );
                 }
                 let kind = match p.path_type.as_ref().map(|t| t.value.as_str()) {
@@ -375,7 +401,10 @@ impl Validator<'_> {
                         if let Some(t) = &p.path_type {
                             self.error(
                                 t,
-                                format!("pathType {other:?} is not one of Exact, Prefix, ImplementationSpecific"),
+                                format!(
+                                    "pathType {} is not one of Exact, Prefix, ImplementationSpecific",
+                                    quote(other)
+                                ),
                             );
                         }
                         PathKind::Prefix
@@ -481,7 +510,10 @@ impl Validator<'_> {
             } else {
                 self.error(
                     s,
-                    format!("tls {what} file {} does not exist", path.display()),
+                    format!(
+                        "tls {what} file {} does not exist",
+                        quote(&path.display().to_string())
+                    ),
                 );
                 None
             }
@@ -499,7 +531,10 @@ impl Validator<'_> {
         if !backends.contains_key(&name.value) {
             self.error(
                 name,
-                format!("backend {:?} is not defined under \"backends\"", name.value),
+                format!(
+                    "backend {} is not defined under \"backends\"",
+                    quote(&name.value)
+                ),
             );
         }
     }
@@ -515,6 +550,8 @@ impl Validator<'_> {
             UpstreamTimeouts {
                 connect: self.duration("connect", raw.connect, u.connect),
                 response: self.duration("response", raw.response, u.response),
+                upstream_read: self.duration("upstreamRead", raw.upstream_read, u.upstream_read),
+                client_write: self.duration("clientWrite", raw.client_write, u.client_write),
             },
         )
     }
@@ -530,7 +567,11 @@ impl Validator<'_> {
             Err(e) => {
                 self.error(
                     &raw,
-                    format!("timeouts.{key}: {:?} is not a duration ({e}); write e.g. \"500ms\", \"30s\" or \"2m\"", raw.value),
+                    format!(
+                        "timeouts.{key}: {} is not a duration ({}); write e.g. \"500ms\", \"30s\" or \"2m\"",
+                        quote(&raw.value),
+                        first_line(&e.to_string())
+                    ),
                 );
                 default
             }

@@ -383,6 +383,8 @@ fn defaults_when_omitted() {
         UpstreamTimeouts {
             connect: Duration::from_secs(5),
             response: Duration::from_secs(60),
+            upstream_read: Duration::from_secs(60),
+            client_write: Duration::from_secs(60),
         }
     );
     assert_eq!(m.connect_retries, 2);
@@ -596,5 +598,49 @@ fn endpoints_may_be_dns_names() {
             host: "svc.example".into(),
             port: 8080
         }]
+    );
+}
+
+#[test]
+fn upstream_read_and_client_write_parse_and_are_validated() {
+    let m = ok("timeouts:\n  upstreamRead: 250ms\n  clientWrite: 2m\n");
+    assert_eq!(m.timeouts.upstream_read, Duration::from_millis(250));
+    assert_eq!(m.timeouts.client_write, Duration::from_secs(120));
+    assert_eq!(m.timeouts.response, UpstreamTimeouts::default().response);
+    let e = error("timeouts:\n  upstreamRead: 0s\n");
+    assert_eq!(
+        e,
+        "f.yaml:2:17: timeouts.upstreamRead must be greater than zero"
+    );
+    let e = error("timeouts:\n  clientWrite: soon\n");
+    assert!(
+        e.starts_with("f.yaml:2:16: timeouts.clientWrite: \"soon\" is not a duration"),
+        "{e}"
+    );
+}
+
+#[test]
+fn errors_quote_only_a_short_prefix_of_a_huge_value() {
+    let huge = "a".repeat(1_000_000);
+    let cases = [
+        format!("defaultBackend: b\nbackends:\n  b:\n    endpoints: [\"{huge}\"]\n"),
+        format!("routes:\n  - host: \"{huge}!\"\n    paths: []\n"),
+        format!("routes:\n  - paths:\n      - path: \"{huge}\"\n        backend: b\nbackends:\n  b: {{}}\n"),
+        format!("defaultBackend: \"{huge}\"\n"),
+        format!("timeouts:\n  connect: \"{huge}\"\n"),
+        format!("listen: [\"127.0.0.1:{huge}\"]\n"),
+        format!("defaultBackend: b\nbackends:\n  b:\n    protocol: \"{huge}\"\n"),
+        format!("routes:\n  - paths:\n      - path: /\n        pathType: \"{huge}\"\n        backend: b\nbackends:\n  b: {{}}\n"),
+    ];
+    for text in &cases {
+        for e in errors(text) {
+            assert!(e.len() < 400, "{} bytes: {}…", e.len(), &e[..200]);
+            assert!(e.contains(&format!("\"{}\"… (", "a".repeat(64))), "{e}");
+        }
+    }
+    assert_eq!(quote("short"), "\"short\"");
+    assert_eq!(
+        quote(&"é".repeat(65)),
+        format!("{:?}… (130 bytes)", "é".repeat(64))
     );
 }

@@ -13,8 +13,13 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-/// Removes `Connection`, every header it names, and the fixed hop-by-hop headers. Returns the `Upgrade`
-/// value when the message asked for a protocol upgrade (`Connection: upgrade` plus `Upgrade`).
+/// The only upgrade protocol passed through: anything else (`h2c`, `TLS/1.0`, ...) would make the proxy
+/// splice a protocol it does not understand, so those tokens are dropped from the request.
+const FORWARDED_UPGRADE: &str = "websocket";
+
+/// Removes `Connection`, every header it names (never `Host`, which is end-to-end and was used for
+/// routing), and the fixed hop-by-hop headers. Returns the `Upgrade` value to pass on when the message asked
+/// for a protocol upgrade (`Connection: upgrade` plus `Upgrade`) that names `websocket`.
 pub fn strip(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let mut upgrade_requested = false;
     let named: Vec<HeaderName> = headers
@@ -27,11 +32,13 @@ pub fn strip(headers: &mut HeaderMap) -> Option<HeaderValue> {
             if token.eq_ignore_ascii_case("upgrade") {
                 upgrade_requested = true;
             }
-            HeaderName::from_bytes(token.as_bytes()).ok()
+            HeaderName::from_bytes(token.as_bytes())
+                .ok()
+                .filter(|name| *name != header::HOST)
         })
         .collect();
     let upgrade = if upgrade_requested {
-        headers.get(header::UPGRADE).cloned()
+        headers.get(header::UPGRADE).and_then(websocket_only)
     } else {
         None
     };
@@ -39,6 +46,18 @@ pub fn strip(headers: &mut HeaderMap) -> Option<HeaderValue> {
         headers.remove(name);
     }
     upgrade
+}
+
+/// The `Upgrade` value to forward: the value itself when it is `websocket`, `websocket` when the list
+/// names it among others, else nothing.
+fn websocket_only(value: &HeaderValue) -> Option<HeaderValue> {
+    let text = value.to_str().ok()?;
+    if text.trim().eq_ignore_ascii_case(FORWARDED_UPGRADE) {
+        return Some(value.clone());
+    }
+    text.split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(FORWARDED_UPGRADE))
+        .then(|| HeaderValue::from_static(FORWARDED_UPGRADE))
 }
 
 /// Puts back the two headers an HTTP/1.1 upgrade needs on the next hop.
@@ -83,5 +102,36 @@ mod tests {
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         assert_eq!(strip(&mut h), Some(HeaderValue::from_static("websocket")));
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn only_websocket_upgrades_are_passed_on() {
+        for (value, want) in [
+            ("WebSocket", Some("WebSocket")),
+            ("h2c", None),
+            ("TLS/1.0", None),
+            ("h2c, websocket", Some("websocket")),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("connection", HeaderValue::from_static("upgrade"));
+            h.insert("upgrade", HeaderValue::from_static(value));
+            assert_eq!(
+                strip(&mut h),
+                want.map(HeaderValue::from_static),
+                "Upgrade: {value}"
+            );
+            assert!(h.is_empty(), "Upgrade: {value}");
+        }
+    }
+
+    #[test]
+    fn host_is_never_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Host, x-drop"));
+        h.insert("host", HeaderValue::from_static("app.test"));
+        h.insert("x-drop", HeaderValue::from_static("1"));
+        assert_eq!(strip(&mut h), None);
+        let left: Vec<_> = h.keys().map(http::HeaderName::as_str).collect();
+        assert_eq!(left, vec!["host"]);
     }
 }

@@ -1,6 +1,7 @@
 //! The hyper service: route, rewrite headers, forward, stream the answer back, and turn every failure into
 //! a short 4xx/5xx.
 
+mod body;
 mod error;
 pub mod forwarded;
 pub mod hop;
@@ -141,6 +142,9 @@ async fn route_and_forward<'s>(
         );
         return (resp, None, None);
     }
+    if let Some(resp) = refuse_malformed(&req) {
+        return (resp, None, None);
+    }
     if host.is_none() && req.version() == Version::HTTP_11 {
         return (
             error_response(StatusCode::BAD_REQUEST, "missing Host header"),
@@ -164,13 +168,32 @@ async fn route_and_forward<'s>(
         routing::host::parse(h, &mut scratch)
     });
 
+    if request_host == routing::RequestHost::Invalid {
+        return (
+            error_response(StatusCode::BAD_REQUEST, "invalid Host header"),
+            None,
+            None,
+        );
+    }
+
     if let routing::RequestHost::Name(name) = request_host {
         if let Some(resp) = redirect_or_misdirected(snapshot, conn, name, &req, fail) {
             return (resp, None, None);
         }
     }
 
-    let Some(backend) = table.lookup(&request_host, req.uri().path()) else {
+    // Routing and the upstream must agree on the path: normalise it once, route on it, forward it.
+    let path = match routing::normalize::normalize(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+                None,
+                None,
+            )
+        }
+    };
+    let Some(backend) = table.lookup(&request_host, &path) else {
         return (
             fail(StatusCode::NOT_FOUND, "no route for this host and path"),
             None,
@@ -178,6 +201,20 @@ async fn route_and_forward<'s>(
         );
     };
 
+    let normalized_target = match path {
+        std::borrow::Cow::Borrowed(_) => None,
+        std::borrow::Cow::Owned(p) => match with_query(p, req.uri().query()) {
+            Some(pq) => Some(pq),
+            None => {
+                return (
+                    error_response(StatusCode::BAD_REQUEST, "invalid request target"),
+                    None,
+                    None,
+                )
+            }
+        },
+    };
+    let client_http2 = req.version() == Version::HTTP_2;
     let te_trailers = wants_trailers(req.headers());
     let upgrade = hop::strip(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -204,13 +241,18 @@ async fn route_and_forward<'s>(
     if http2 && te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+    if client_http2 && !http2 {
+        join_cookies(&mut headers);
+    }
     let head = crate::upstream::RequestHead {
         method: parts.method,
-        path_and_query: parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        path_and_query: normalized_target.unwrap_or_else(|| {
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"))
+        }),
         headers,
         version: if http2 {
             Version::HTTP_2
@@ -228,10 +270,31 @@ async fn route_and_forward<'s>(
     .await;
     match result {
         Ok((resp, endpoint)) => (
-            relay(shared, resp, client_upgrade, endpoint, fail),
+            relay(
+                shared,
+                resp,
+                client_upgrade,
+                &table.timeouts,
+                body::Parties {
+                    client: conn.peer.ip(),
+                    endpoint,
+                },
+                fail,
+            ),
             Some(endpoint),
             Some(backend),
         ),
+        Err(ForwardError::ClientBody {
+            endpoint, reason, ..
+        }) => {
+            // The client's fault (malformed chunked body, client gone): not the endpoint's.
+            tracing::info!(client = %conn.peer.ip(), %endpoint, error = %reason, "client request body failed");
+            (
+                error_response(StatusCode::BAD_REQUEST, "malformed request body"),
+                Some(endpoint),
+                Some(backend),
+            )
+        }
         Err(e) => {
             tracing::warn!(error = %e, "request failed");
             let (status, detail) = match &e {
@@ -242,7 +305,7 @@ async fn route_and_forward<'s>(
                     (StatusCode::BAD_GATEWAY, "could not connect to an upstream")
                 }
                 ForwardError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
-                ForwardError::Upstream { .. } => {
+                ForwardError::Upstream { .. } | ForwardError::ClientBody { .. } => {
                     (StatusCode::BAD_GATEWAY, "upstream connection failed")
                 }
             };
@@ -284,9 +347,11 @@ fn relay(
     shared: &Shared,
     mut resp: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    endpoint: SocketAddr,
+    timeouts: &crate::model::UpstreamTimeouts,
+    parties: body::Parties,
     fail: impl Fn(StatusCode, &str) -> Response<ProxyBody>,
 ) -> Response<ProxyBody> {
+    let endpoint = parties.endpoint;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let offered = hop::strip(resp.headers_mut());
         let (Some(client), Some(protocol)) = (client_upgrade, offered) else {
@@ -304,10 +369,78 @@ fn relay(
             &shared.upgraded,
             shared.drain_over.clone(),
         );
-    } else {
-        hop::strip(resp.headers_mut());
+        return resp.map(|b| b.map_err(BoxError::from).boxed());
     }
-    resp.map(|b| b.map_err(BoxError::from).boxed())
+    hop::strip(resp.headers_mut());
+    let (upstream_read, client_write) = (timeouts.upstream_read, timeouts.client_write);
+    resp.map(|b| body::Guarded::new(b, upstream_read, client_write, parties).boxed())
+}
+
+/// Refuses what RFC 9112 and RFC 9110 say a server must not act on: an authority-form target outside
+/// `CONNECT` and an asterisk-form one outside `OPTIONS` (400), several `Host` headers (400, section 3.2),
+/// and a transfer coding other than `chunked` (501: the coding would be lost when the body is re-framed).
+fn refuse_malformed<B>(req: &Request<B>) -> Option<Response<ProxyBody>> {
+    let uri = req.uri();
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return Some(error_response(
+            StatusCode::BAD_REQUEST,
+            "authority-form request target is only allowed with CONNECT",
+        ));
+    }
+    if uri.path() == "*" && req.method() != Method::OPTIONS {
+        return Some(error_response(
+            StatusCode::BAD_REQUEST,
+            "asterisk-form request target is only allowed with OPTIONS",
+        ));
+    }
+    let headers = req.headers();
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Some(error_response(
+            StatusCode::BAD_REQUEST,
+            "more than one Host header",
+        ));
+    }
+    let unsupported_coding = headers.get_all(header::TRANSFER_ENCODING).iter().any(|v| {
+        v.to_str().map_or(true, |s| {
+            s.split(',')
+                .map(str::trim)
+                .any(|t| !t.is_empty() && !t.eq_ignore_ascii_case("chunked"))
+        })
+    });
+    if unsupported_coding {
+        return Some(error_response(
+            StatusCode::NOT_IMPLEMENTED,
+            "only the chunked transfer coding is supported",
+        ));
+    }
+    None
+}
+
+/// `path?query` as a request target.
+fn with_query(path: String, query: Option<&str>) -> Option<http::uri::PathAndQuery> {
+    let target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    http::uri::PathAndQuery::try_from(target).ok()
+}
+
+/// HTTP/2 may split `cookie` into several fields; an HTTP/1.1 upstream must get one, joined with `; `
+/// (RFC 9113 section 8.2.3).
+fn join_cookies(headers: &mut http::HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in &headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
 }
 
 /// `https://host[:port]/path?query` when plain-HTTP requests for `host` must move to HTTPS: redirects are

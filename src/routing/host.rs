@@ -9,25 +9,41 @@ pub enum RequestHost<'a> {
     Name(&'a str),
     /// An IP literal (`[::1]`, `127.0.0.1`): never matches a host rule.
     IpLiteral,
-    /// No host, or one that does not parse.
+    /// No host (or an empty one).
     Missing,
+    /// A host that is not a valid authority (`a b`, `a,b`, userinfo `u@h`): the request gets 400
+    /// (RFC 9112 section 3.2) and is never routed.
+    Invalid,
 }
 
 /// Parses an authority such as `[::1]:8080`, `example.com:8080` or `EXAMPLE.com.`. The caller provides
 /// `scratch` to hold the lower-cased name, so the common (already lower case) path does not allocate.
 pub fn parse<'a>(authority: &'a str, scratch: &'a mut String) -> RequestHost<'a> {
+    if authority.is_empty() {
+        return RequestHost::Missing;
+    }
+    // A comma can only come from joined or folded values; userinfo is not allowed in `Host`.
+    if authority.bytes().any(|b| b == b',' || b == b'@') {
+        return RequestHost::Invalid;
+    }
     let host = match authority.parse::<http::uri::Authority>() {
-        Ok(_) if authority.is_empty() => return RequestHost::Missing,
-        Ok(a) => host_len(&a, authority),
-        Err(_) => return RequestHost::Missing,
+        Ok(a) => a.host().len(),
+        Err(_) => return RequestHost::Invalid,
     };
-    let host = &authority[..host];
+    let (host, port) = authority.split_at(host);
+    if !port
+        .strip_prefix(':')
+        .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        && !port.is_empty()
+    {
+        return RequestHost::Invalid;
+    }
     if host.starts_with('[') || host.parse::<Ipv4Addr>().is_ok() {
         return RequestHost::IpLiteral;
     }
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty() {
-        return RequestHost::Missing;
+        return RequestHost::Invalid;
     }
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         scratch.clear();
@@ -37,14 +53,6 @@ pub fn parse<'a>(authority: &'a str, scratch: &'a mut String) -> RequestHost<'a>
     } else {
         RequestHost::Name(host)
     }
-}
-
-/// Length of the host part of `text`, which `a` was parsed from (userinfo is not allowed in `Host`).
-fn host_len(a: &http::uri::Authority, text: &str) -> usize {
-    if text.contains('@') {
-        return 0;
-    }
-    a.host().len()
 }
 
 #[cfg(test)]
@@ -63,8 +71,14 @@ mod tests {
             ("[2001:db8::1]:80", RequestHost::IpLiteral),
             ("127.0.0.1:8080", RequestHost::IpLiteral),
             ("", RequestHost::Missing),
-            ("bad host", RequestHost::Missing),
-            ("user@example.com", RequestHost::Missing),
+            ("bad host", RequestHost::Invalid),
+            ("a b", RequestHost::Invalid),
+            ("a, b", RequestHost::Invalid),
+            ("a,b", RequestHost::Invalid),
+            ("user@example.com", RequestHost::Invalid),
+            ("u@h:80", RequestHost::Invalid),
+            (":80", RequestHost::Invalid),
+            ("example.com:http", RequestHost::Invalid),
         ];
         for (text, want) in cases {
             let mut scratch = String::new();

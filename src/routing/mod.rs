@@ -5,6 +5,7 @@
 //! path lookup walks a segment trie, so its cost grows with the number of path segments only.
 
 pub mod host;
+pub mod normalize;
 mod path;
 
 use std::collections::HashMap;

@@ -45,6 +45,19 @@ pub enum ForwardError {
         /// The configured response timeout.
         timeout: Duration,
     },
+    /// Reading the client's request body failed (malformed chunked encoding, client gone): the client's
+    /// error, answered 400, not the endpoint's.
+    #[error(
+        "reading the request body for endpoint {endpoint} of backend {backend:?} failed: {reason}"
+    )]
+    ClientBody {
+        /// Backend name.
+        backend: String,
+        /// The endpoint the body was being sent to.
+        endpoint: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
     /// The connection failed after the request was sent (502).
     #[error("endpoint {endpoint} of backend {backend:?} failed: {reason}")]
     Upstream {
@@ -55,6 +68,34 @@ pub enum ForwardError {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// Marks an error of the client's request body, so a failed exchange can be blamed on the client.
+#[derive(Debug)]
+struct ClientBodyError(BoxError);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "client request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Whether `e` or one of its causes is an error of the client's body.
+fn caused_by_client_body(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<ClientBodyError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The parts of a request that every attempt reuses.
@@ -101,6 +142,8 @@ where
     };
     let order = set.attempt_order();
     let attempts = order.len();
+    let body =
+        http_body_util::BodyExt::map_err(body, |e| -> BoxError { Box::new(ClientBodyError(e)) });
     let mut attempt = Some(ReclaimableBody::new(body));
     let mut last_connect_error = None;
     for (i, ep) in order.enumerate() {
@@ -139,6 +182,13 @@ where
                 tracing::warn!(backend = set.name(), %endpoint, error = %reason, "upstream connect failed; trying next endpoint");
                 last_connect_error = Some((endpoint, reason));
                 attempt = reclaim.reclaim();
+            }
+            Ok(Err(e)) if caused_by_client_body(&e) => {
+                return Err(ForwardError::ClientBody {
+                    backend: set.name().to_string(),
+                    endpoint,
+                    reason: error_chain(&e),
+                })
             }
             Ok(Err(e)) => {
                 return Err(ForwardError::Upstream {
@@ -209,6 +259,7 @@ impl ForwardError {
         match self {
             ForwardError::Connect { endpoint, .. }
             | ForwardError::Timeout { endpoint, .. }
+            | ForwardError::ClientBody { endpoint, .. }
             | ForwardError::Upstream { endpoint, .. } => Some(*endpoint),
             ForwardError::NoEndpoints { .. } => None,
         }
