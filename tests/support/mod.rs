@@ -329,11 +329,18 @@ where
     }
 }
 
-/// A loopback address with nothing listening on it (bound once, then released).
+/// A loopback address with nothing listening on it: a socket stays bound to it without listening (for
+/// the rest of the test process), so connects are refused and no other test can take the port.
 pub fn dead_addr(v6: bool) -> SocketAddr {
     let bind: SocketAddr = if v6 { "[::1]:0" } else { "127.0.0.1:0" }.parse().unwrap();
-    std::net::TcpListener::bind(bind)
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(bind),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    socket.bind(&bind.into()).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    std::mem::forget(socket);
+    addr
 }
