@@ -120,15 +120,17 @@ pub fn parse_for(file: &str, text: &str, mode: Mode) -> Result<ConfigFile, Confi
             message: "the configuration is empty".to_string(),
         }]));
     }
-    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-        ConfigErrors(vec![ConfigError {
-            file: file.to_string(),
-            line,
-            column,
-            message: first_line(&e.without_snippet().to_string()),
-        }])
-    })?;
+    let raw: RawConfig =
+        serde_saphyr::from_str_with_options(text, parser_options()).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let message = explain_limit(first_line(&e.without_snippet().to_string()));
+            ConfigErrors(vec![ConfigError {
+                file: file.to_string(),
+                line,
+                column,
+                message,
+            }])
+        })?;
     let base = Path::new(file)
         .parent()
         .map(Path::to_path_buf)
@@ -140,6 +142,36 @@ pub fn parse_for(file: &str, text: &str, mode: Mode) -> Result<ConfigFile, Confi
         errors: Vec::new(),
     }
     .validate(raw)
+}
+
+/// The most YAML nodes (mappings, sequences, scalars) a configuration may have: a route of one host and one
+/// path is about 12, so this admits about 330,000 routes.
+pub const MAX_YAML_NODES: usize = 4_000_000;
+/// The most parser events a configuration may produce (about two per node).
+pub const MAX_YAML_EVENTS: usize = 10_000_000;
+
+/// The parser's limits: large enough for 100,000 routes and more, bounded against hostile input.
+fn parser_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    if let Some(budget) = options.budget.as_mut() {
+        budget.max_nodes = MAX_YAML_NODES;
+        budget.max_events = MAX_YAML_EVENTS;
+    }
+    options
+}
+
+/// The parser's own words for a breached limit (`budget breached: Nodes { nodes: 250001 }`) become a
+/// sentence that names the limit.
+fn explain_limit(message: String) -> String {
+    if message.contains("budget") {
+        format!(
+            "the configuration is larger than the parser reads: at most {MAX_YAML_NODES} YAML nodes (about {} \
+             routes of one host and path each) and {MAX_YAML_EVENTS} parser events ({message})",
+            MAX_YAML_NODES / 12
+        )
+    } else {
+        message
+    }
 }
 
 fn first_line(s: &str) -> String {

@@ -644,3 +644,29 @@ fn errors_quote_only_a_short_prefix_of_a_huge_value() {
         format!("{:?}… (130 bytes)", "é".repeat(64))
     );
 }
+
+#[test]
+fn the_parser_limit_admits_100000_routes() {
+    let mut text = String::from("backends:\n  b: {}\nroutes:\n");
+    for i in 0..100_000 {
+        text.push_str(&format!(
+            "  - host: h{i}.example.com\n    paths: [{{path: /p, backend: b}}]\n"
+        ));
+    }
+    assert_eq!(ok(&text).rules.len(), 100_000);
+}
+
+#[test]
+fn a_breached_parser_limit_is_named_in_words() {
+    let e = explain_limit("budget breached: Nodes { nodes: 4000001 }".into());
+    assert!(
+        e.starts_with(
+            "the configuration is larger than the parser reads: at most 4000000 YAML nodes"
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        explain_limit("unknown field `x`".into()),
+        "unknown field `x`"
+    );
+}
