@@ -205,7 +205,7 @@ pub async fn serve<H: ConnHandler>(
                 .await;
                 return;
             }
-            let Some((stream, conn)) = proxied(stream, conn, &limits).await else {
+            let Some((stream, conn)) = proxied(stream, conn, &limits, &stop).await else {
                 return;
             };
             serve_stream(
@@ -227,14 +227,20 @@ pub async fn serve<H: ConnHandler>(
 
 /// Reads the PROXY protocol header that starts `stream` by `limits.deadline`: the connection as the client
 /// it names (the connection's own peer for `LOCAL` and `UNKNOWN`), with the bytes after the header read
-/// first. `None`, counted, when no valid header arrives in time.
+/// first. `None`, counted, when no valid header arrives in time; `None` as well when `stop` fires first (a
+/// connection without a request has nothing to drain).
 async fn proxied(
     mut stream: tokio::net::TcpStream,
     conn: ConnInfo,
     limits: &Limits<'_>,
+    stop: &CancellationToken,
 ) -> Option<(Prefixed<tokio::net::TcpStream>, ConnInfo)> {
     let read = tokio::time::timeout_at(limits.deadline, proxy_protocol::read_header(&mut stream));
-    match read.await {
+    let read = tokio::select! {
+        read = read => read,
+        () = stop.cancelled() => return None,
+    };
+    match read {
         Ok(Ok(header)) => {
             let peer = header.source.map_or(conn.peer, canonical_peer);
             Some((
