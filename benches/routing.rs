@@ -60,6 +60,7 @@ fn path(path: &str, kind: PathKind, backend: usize) -> PathRule {
         path: path.to_string(),
         kind,
         backend: format!("b{backend}"),
+        allow: Vec::new(),
     }
 }
 

@@ -10,14 +10,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 /// What is fixed when the process starts: sockets and the deadlines of client connections. A source that
 /// changes these later is told that they take effect after a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bootstrap {
     /// Data-plane listen addresses, each its own socket.
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenAddr>,
     /// TLS listen addresses, each its own socket.
-    pub listen_tls: Vec<SocketAddr>,
+    pub listen_tls: Vec<ListenAddr>,
     /// Admin listener addresses (`/healthz`, `/readyz`, `/metrics`), each its own socket.
     pub admin: Vec<SocketAddr>,
     /// Deadlines of client connections.
@@ -32,6 +34,37 @@ impl Default for Bootstrap {
             admin: Vec::new(),
             timeouts: ClientTimeouts::default(),
         }
+    }
+}
+
+/// One data-plane listen address and how its connections start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenAddr {
+    /// The address to bind.
+    pub addr: SocketAddr,
+    /// Whether every connection starts with a PROXY protocol (v1 or v2) header naming the client.
+    pub proxy_protocol: bool,
+}
+
+impl ListenAddr {
+    /// A listener whose connections carry no PROXY protocol header.
+    pub fn plain(addr: SocketAddr) -> ListenAddr {
+        ListenAddr {
+            addr,
+            proxy_protocol: false,
+        }
+    }
+}
+
+impl From<SocketAddr> for ListenAddr {
+    fn from(addr: SocketAddr) -> Self {
+        ListenAddr::plain(addr)
+    }
+}
+
+impl PartialEq<SocketAddr> for ListenAddr {
+    fn eq(&self, other: &SocketAddr) -> bool {
+        !self.proxy_protocol && self.addr == *other
     }
 }
 
@@ -56,6 +89,9 @@ pub struct Model {
     pub timeouts: UpstreamTimeouts,
     /// After a failed connect, at most this many further endpoints of the backend are tried.
     pub connect_retries: usize,
+    /// Peers whose `X-Forwarded-For`, `-Proto`, `-Host` and `-Port` are believed (load balancers in
+    /// front); empty: none.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for Model {
@@ -69,6 +105,7 @@ impl Default for Model {
             backends: BTreeMap::new(),
             timeouts: UpstreamTimeouts::default(),
             connect_retries: DEFAULT_CONNECT_RETRIES,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -131,6 +168,9 @@ pub struct PathRule {
     pub kind: PathKind,
     /// Name of the backend in [`Model::backends`].
     pub backend: String,
+    /// Client address ranges allowed on this path (IPv4 ranges also match IPv4-mapped IPv6 clients);
+    /// empty: every client. Others get 403.
+    pub allow: Vec<IpNet>,
 }
 
 /// Ingress `pathType`.
@@ -278,17 +318,17 @@ impl Default for UpstreamTimeouts {
 }
 
 /// The TLS listen addresses used when certificates exist and the configuration names none.
-pub fn default_listen_tls() -> Vec<SocketAddr> {
+pub fn default_listen_tls() -> Vec<ListenAddr> {
     vec![
-        SocketAddr::from(([0, 0, 0, 0], 8443)),
-        SocketAddr::from(([0u16; 8], 8443)),
+        ListenAddr::plain(SocketAddr::from(([0, 0, 0, 0], 8443))),
+        ListenAddr::plain(SocketAddr::from(([0u16; 8], 8443))),
     ]
 }
 
 /// The listen addresses used when a configuration names none.
-pub fn default_listen() -> Vec<SocketAddr> {
+pub fn default_listen() -> Vec<ListenAddr> {
     vec![
-        SocketAddr::from(([0, 0, 0, 0], 8080)),
-        SocketAddr::from(([0u16; 8], 8080)),
+        ListenAddr::plain(SocketAddr::from(([0, 0, 0, 0], 8080))),
+        ListenAddr::plain(SocketAddr::from(([0u16; 8], 8080))),
     ]
 }

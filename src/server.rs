@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Health};
 use crate::listen::{self, BindError, FdReserve, ServeOptions, Transport};
-use crate::model::{Bootstrap, Model};
+use crate::model::{Bootstrap, ListenAddr, Model};
 use crate::proxy::{self, Shared};
 use crate::routing::Table;
 use crate::snapshot::Snapshot;
@@ -66,11 +66,11 @@ impl Server {
     pub async fn start(bootstrap: &Bootstrap, models: Models) -> Result<Server, StartError> {
         let published = models.borrow().is_some();
         let metrics = Arc::new(Metrics::new());
-        let plain = listen::bind_all(&bootstrap.listen)?;
+        let plain = listen::bind_listen(&bootstrap.listen)?;
         let tls = if bootstrap.listen_tls.is_empty() {
             Vec::new()
         } else {
-            listen::bind_all(&bootstrap.listen_tls)?
+            listen::bind_listen(&bootstrap.listen_tls)?
         };
         // Like the data listeners, a missing address family is a warning, not a failure to start.
         let admin = match listen::bind_all(&bootstrap.admin) {
@@ -81,7 +81,11 @@ impl Server {
         let bound = |ls: &[tokio::net::TcpListener]| -> Vec<SocketAddr> {
             ls.iter().filter_map(|l| l.local_addr().ok()).collect()
         };
-        let (data_addrs, tls_addrs, admin_addrs) = (bound(&plain), bound(&tls), bound(&admin));
+        let bound_listen = |ls: &[(tokio::net::TcpListener, ListenAddr)]| -> Vec<SocketAddr> {
+            ls.iter().filter_map(|(l, _)| l.local_addr().ok()).collect()
+        };
+        let (data_addrs, tls_addrs, admin_addrs) =
+            (bound_listen(&plain), bound_listen(&tls), bound(&admin));
         let certs = if tls.is_empty() {
             None
         } else {
@@ -115,9 +119,13 @@ impl Server {
         let stop_data = CancellationToken::new();
         let stop_admin = CancellationToken::new();
         let plain_options = ServeOptions::plain(&bootstrap.timeouts, Some(metrics.clone()));
+        let with_proxy = |options: &ServeOptions, entry: ListenAddr| ServeOptions {
+            proxy_protocol: entry.proxy_protocol,
+            ..options.clone()
+        };
         let mut data: Vec<_> = plain
             .into_iter()
-            .map(|l| (l, plain_options.clone()))
+            .map(|(l, entry)| (l, with_proxy(&plain_options, entry)))
             .collect();
         let snapshot_certs = {
             let shared = shared.clone();
@@ -132,7 +140,10 @@ impl Server {
             transport: Transport::Tls(Arc::new(snapshot_certs)),
             ..plain_options.clone()
         };
-        data.extend(tls.into_iter().map(|l| (l, tls_options.clone())));
+        data.extend(
+            tls.into_iter()
+                .map(|(l, entry)| (l, with_proxy(&tls_options, entry))),
+        );
         let mut data_loops = JoinSet::new();
         for (l, options) in data {
             let s = shared.clone();

@@ -251,6 +251,8 @@ pub struct Metrics {
     tls_handshakes: Family<HandshakeLabels, Counter>,
     /// `[deadline][family]`.
     closed_by_deadline: [[Counter; 2]; 2],
+    /// By listener family.
+    proxy_protocol_rejected: [Counter; 2],
 }
 
 impl Default for Metrics {
@@ -299,6 +301,13 @@ impl Metrics {
             "Client and admin connections closed by a deadline: header_read (no complete request head in \
              timeouts.headerRead) or idle (HTTP/2 without a stream for timeouts.idle), by listener family",
             closed.clone(),
+        );
+        let rejected = Family::<FamilyLabels, Counter>::default();
+        registry.register(
+            "proxy_protocol_rejected",
+            "Connections to PROXY protocol listeners closed without a valid PROXY header (malformed, \
+             cut short, or not complete within timeouts.headerRead), by listener family",
+            rejected.clone(),
         );
         let durations: HistogramFamily<DurationLabels> =
             Family::new_with_constructor(latency_histogram);
@@ -418,6 +427,11 @@ impl Metrics {
                         .clone()
                 })
             }),
+            proxy_protocol_rejected: fams.map(|family| {
+                rejected.get_or_create_owned(&FamilyLabels {
+                    family: family.label(),
+                })
+            }),
             reloads_ok,
             reloads_failed,
             tls_handshakes,
@@ -532,6 +546,16 @@ impl Metrics {
             .iter()
             .map(Counter::get)
             .sum()
+    }
+
+    /// Counts a connection to a PROXY protocol listener of `family` closed without a valid header.
+    pub fn proxy_protocol_rejected(&self, family: AddrFamily) {
+        self.proxy_protocol_rejected[family as usize].inc();
+    }
+
+    /// Connections closed without a valid PROXY protocol header so far, both families.
+    pub fn proxy_protocol_rejected_count(&self) -> u64 {
+        self.proxy_protocol_rejected.iter().map(Counter::get).sum()
     }
 
     /// Counts a reload by its result.

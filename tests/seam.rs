@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dualstack_ingress::model::{Backend, Bootstrap, ClientTimeouts, Model};
+use dualstack_ingress::model::{Backend, Bootstrap, ClientTimeouts, ListenAddr, Model};
 use dualstack_ingress::server::Server;
 use support::certs::{tls_upstream, Ca};
 use support::running::Running;
@@ -112,7 +112,10 @@ async fn sighup_and_file_change_storms_with_a_changing_ca_fail_no_request() {
 
 fn bootstrap() -> Bootstrap {
     Bootstrap {
-        listen: vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()],
+        listen: vec![
+            ListenAddr::plain("127.0.0.1:0".parse().unwrap()),
+            ListenAddr::plain("[::1]:0".parse().unwrap()),
+        ],
         listen_tls: Vec::new(),
         admin: Vec::new(),
         timeouts: ClientTimeouts::default(),

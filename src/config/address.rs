@@ -2,6 +2,8 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
+use ipnet::{IpNet, Ipv4Net};
+
 use super::quote;
 use crate::model::NamedEndpoint;
 
@@ -42,6 +44,47 @@ pub fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
          \"[fd00::5]:8080\" or \"api.internal:8080\"",
         quote(text)
     ))
+}
+
+/// Parses an address range for `allow` and `trustedProxies`: `CIDR` (`10.0.0.0/8`, `2001:db8::/32`) or a
+/// single address (`/32` or `/128`). Host bits are cleared (`10.1.2.3/8` is `10.0.0.0/8`); an IPv4-mapped
+/// IPv6 range (`::ffff:10.0.0.0/104`) becomes the IPv4 range it covers, since clients are compared in
+/// canonical form. Zone ids (`fe80::1%eth0/64`) are refused: a range names addresses, not interfaces.
+pub fn parse_range(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if text.contains('%') {
+        return Err(format!(
+            "{}: zone ids (\"%eth0\") are not allowed in address ranges; write the range without one, \
+             e.g. \"fe80::/64\"",
+            quote(text)
+        ));
+    }
+    let net = match text.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => match text.parse::<IpAddr>() {
+            Ok(ip) => IpNet::from(ip),
+            Err(_) => {
+                return Err(format!(
+                    "{} is not an address range; write CIDR such as \"10.0.0.0/8\" or \
+                     \"2001:db8::/32\", or a single address",
+                    quote(text)
+                ))
+            }
+        },
+    };
+    Ok(canonical_range(net.trunc()))
+}
+
+/// `::ffff:a.b.c.d/N` with `N >= 96` as the IPv4 range `a.b.c.d/(N-96)`; any other range unchanged.
+fn canonical_range(net: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = net {
+        if let (Some(v4), true) = (v6.addr().to_ipv4_mapped(), v6.prefix_len() >= 96) {
+            if let Ok(n) = Ipv4Net::new(v4, v6.prefix_len() - 96) {
+                return IpNet::V4(n);
+            }
+        }
+    }
+    net
 }
 
 /// Parses `name:port` with a DNS name (letters, digits, `-` and `.`, at least one letter; lower-cased,

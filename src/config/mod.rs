@@ -15,11 +15,11 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::model::{
-    self, Backend, Bootstrap, ClientTimeouts, Model, PathKind, PathRule, PemSource, Protocol, Rule,
-    TlsCert, TlsHost, UpstreamTimeouts,
+    self, Backend, Bootstrap, ClientTimeouts, ListenAddr, Model, PathKind, PathRule, PemSource,
+    Protocol, Rule, TlsCert, TlsHost, UpstreamTimeouts,
 };
 
-pub use address::{parse_endpoint, parse_named};
+pub use address::{parse_endpoint, parse_named, parse_range};
 pub use host::parse_host_rule;
 
 /// The configuration the binary runs when no `--config` is given (`config/example.yaml`).
@@ -206,8 +206,8 @@ pub(crate) fn quote(value: &str) -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawConfig {
-    listen: Option<Vec<Spanned<String>>>,
-    listen_tls: Option<Vec<Spanned<String>>>,
+    listen: Option<Vec<Spanned<RawListen>>>,
+    listen_tls: Option<Vec<Spanned<RawListen>>>,
     admin: Option<Spanned<OneOrMany>>,
     #[serde(default)]
     tls: Vec<RawTls>,
@@ -218,6 +218,61 @@ struct RawConfig {
     backends: Option<Spanned<BTreeMap<String, Spanned<RawBackend>>>>,
     timeouts: Option<RawTimeouts>,
     connect_retries: Option<Spanned<i64>>,
+    trusted_proxies: Option<Vec<Spanned<String>>>,
+}
+
+/// One `listen` or `listenTls` entry: an address (`"[::]:8080"`) or a map
+/// (`{address: "[::]:8080", proxyProtocol: true}`).
+#[derive(Debug)]
+enum RawListen {
+    Plain(String),
+    Map {
+        address: Spanned<String>,
+        proxy_protocol: bool,
+    },
+}
+
+impl<'de> Deserialize<'de> for RawListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawListen;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address or a map with \"address\" and \"proxyProtocol\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawListen, E> {
+                Ok(RawListen::Plain(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawListen, A::Error> {
+                const FIELDS: &[&str] = &["address", "proxyProtocol"];
+                let mut address: Option<Spanned<String>> = None;
+                let mut proxy_protocol: Option<bool> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "address" if address.is_none() => address = Some(map.next_value()?),
+                        "proxyProtocol" if proxy_protocol.is_none() => {
+                            proxy_protocol = Some(map.next_value()?);
+                        }
+                        "address" | "proxyProtocol" => {
+                            return Err(serde::de::Error::custom(format!(
+                                "duplicate field `{key}`"
+                            )))
+                        }
+                        other => return Err(serde::de::Error::unknown_field(other, FIELDS)),
+                    }
+                }
+                let address = address.ok_or_else(|| serde::de::Error::missing_field("address"))?;
+                Ok(RawListen::Map {
+                    address,
+                    proxy_protocol: proxy_protocol.unwrap_or(false),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// An address or a list of addresses (`admin: "127.0.0.1:9901"` or `admin: ["0.0.0.0:9901", "[::]:9901"]`).
@@ -277,6 +332,7 @@ struct RawPath {
     path: Spanned<String>,
     path_type: Option<Spanned<String>>,
     backend: Spanned<String>,
+    allow: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -335,7 +391,7 @@ impl Validator<'_> {
             None => model::default_listen(),
             Some(list) => list
                 .iter()
-                .filter_map(|a| self.listen_addr("listen", a))
+                .filter_map(|a| self.listen_entry("listen", a))
                 .collect(),
         };
         let admin = match raw.admin {
@@ -351,7 +407,7 @@ impl Validator<'_> {
             None => model::default_listen_tls(),
             Some(list) => list
                 .iter()
-                .filter_map(|a| self.listen_addr("listenTls", a))
+                .filter_map(|a| self.listen_entry("listenTls", a))
                 .collect(),
         };
 
@@ -443,10 +499,12 @@ impl Validator<'_> {
                     }
                 };
                 self.check_backend_name(&backends, &p.backend);
+                let allow = self.ranges("allow", p.allow.as_deref().unwrap_or_default());
                 paths.push(PathRule {
                     path: p.path.value.clone(),
                     kind,
                     backend: p.backend.value.clone(),
+                    allow,
                 });
             }
             rules.push(Rule { host, paths });
@@ -455,6 +513,10 @@ impl Validator<'_> {
             self.check_backend_name(&backends, d);
         }
 
+        let trusted_proxies = self.ranges(
+            "trustedProxies",
+            raw.trusted_proxies.as_deref().unwrap_or_default(),
+        );
         let (client_timeouts, upstream_timeouts) = self.timeouts(raw.timeouts.unwrap_or_default());
         let connect_retries = match raw.connect_retries {
             None => model::DEFAULT_CONNECT_RETRIES,
@@ -487,6 +549,7 @@ impl Validator<'_> {
                     backends,
                     timeouts: upstream_timeouts,
                     connect_retries,
+                    trusted_proxies,
                 },
             })
         } else {
@@ -510,6 +573,35 @@ impl Validator<'_> {
         if let Some(d) = &raw.default_backend {
             self.error(d, message("defaultBackend"));
         }
+    }
+
+    fn listen_entry(&mut self, key: &str, entry: &Spanned<RawListen>) -> Option<ListenAddr> {
+        match &entry.value {
+            RawListen::Plain(text) => {
+                let at = Spanned::new(text.clone(), entry.referenced, entry.defined);
+                self.listen_addr(key, &at).map(ListenAddr::plain)
+            }
+            RawListen::Map {
+                address,
+                proxy_protocol,
+            } => self.listen_addr(key, address).map(|addr| ListenAddr {
+                addr,
+                proxy_protocol: *proxy_protocol,
+            }),
+        }
+    }
+
+    /// Address ranges under `key`, each error at its own entry.
+    fn ranges(&mut self, key: &str, list: &[Spanned<String>]) -> Vec<ipnet::IpNet> {
+        list.iter()
+            .filter_map(|r| match parse_range(&r.value) {
+                Ok(net) => Some(net),
+                Err(message) => {
+                    self.error(r, format!("{key}: {message}"));
+                    None
+                }
+            })
+            .collect()
     }
 
     fn listen_addr(&mut self, key: &str, a: &Spanned<String>) -> Option<std::net::SocketAddr> {

@@ -670,3 +670,76 @@ fn a_breached_parser_limit_is_named_in_words() {
         "unknown field `x`"
     );
 }
+
+#[test]
+fn listen_entries_may_be_maps_with_proxy_protocol() {
+    let f = file(
+        "listen:\n  - \"127.0.0.1:8080\"\n  - {address: \"[::]:8080\", proxyProtocol: true}\nlistenTls:\n  - address: \"[::1]:8443\"\n",
+    );
+    assert_eq!(
+        f.bootstrap.listen,
+        [
+            model::ListenAddr::plain(addr("127.0.0.1:8080")),
+            model::ListenAddr {
+                addr: addr("[::]:8080"),
+                proxy_protocol: true,
+            },
+        ]
+    );
+    assert_eq!(f.bootstrap.listen_tls, [addr("[::1]:8443")]);
+}
+
+#[test]
+fn listen_map_errors_keep_their_location() {
+    let e =
+        error("listen:\n  - \"127.0.0.1:8080\"\n  - {address: \"::1:80\", proxyProtocol: true}\n");
+    assert!(e.starts_with("f.yaml:3:15: listen: \"::1:80\""), "{e}");
+    assert!(e.contains("[::1]:80"), "{e}");
+    let e = error("listen:\n  - {address: \"[::1]:80\", proxy: true}\n");
+    assert!(e.starts_with("f.yaml:2:"), "{e}");
+    assert!(e.contains("proxy"), "{e}");
+    let e = error("listenTls:\n  - {proxyProtocol: true}\n");
+    assert!(e.starts_with("f.yaml:2:"), "{e}");
+    assert!(e.contains("address"), "{e}");
+}
+
+#[test]
+fn trusted_proxies_and_allow_lists_are_ranges() {
+    let m = ok("trustedProxies: [\"10.0.0.0/8\", \"fd00::/8\", \"192.0.2.1\"]\nroutes:\n  - paths:\n      - path: /admin\n        backend: b\n        allow: [\"10.1.2.3/16\", \"::ffff:198.51.100.0/120\", \"2001:db8::/32\"]\nbackends:\n  b: {}\n");
+    let nets = |l: &[&str]| -> Vec<ipnet::IpNet> { l.iter().map(|n| n.parse().unwrap()).collect() };
+    assert_eq!(
+        m.trusted_proxies,
+        nets(&["10.0.0.0/8", "fd00::/8", "192.0.2.1/32"])
+    );
+    assert_eq!(
+        m.rules[0].paths[0].allow,
+        nets(&["10.1.0.0/16", "198.51.100.0/24", "2001:db8::/32"])
+    );
+    assert!(ok("defaultBackend: b\nbackends:\n  b: {}\n")
+        .trusted_proxies
+        .is_empty());
+}
+
+#[test]
+fn bad_ranges_and_zone_ids_are_errors_at_their_entry() {
+    let all = errors(
+        "trustedProxies: [\"10.0.0.0/33\", \"fe80::1%eth0/64\"]\nroutes:\n  - paths:\n      - path: /\n        backend: b\n        allow:\n          - \"not a range\"\n          - \"fe80::%2/10\"\nbackends:\n  b: {}\n",
+    );
+    assert_eq!(all.len(), 4, "{all:#?}");
+    assert!(
+        all[0].starts_with("f.yaml:1:18: trustedProxies: \"10.0.0.0/33\" is not an address range"),
+        "{all:#?}"
+    );
+    assert!(
+        all[1].starts_with("f.yaml:1:33: trustedProxies: \"fe80::1%eth0/64\": zone ids"),
+        "{all:#?}"
+    );
+    assert!(
+        all[2].starts_with("f.yaml:7:13: allow: \"not a range\" is not an address range"),
+        "{all:#?}"
+    );
+    assert!(
+        all[3].starts_with("f.yaml:8:13: allow: \"fe80::%2/10\": zone ids"),
+        "{all:#?}"
+    );
+}

@@ -370,6 +370,7 @@ impl<'a> Builder<'a> {
                 path: text.to_string(),
                 kind,
                 backend,
+                allow: Vec::new(),
             });
         }
     }

@@ -2,6 +2,7 @@
 //! accept loop that serves HTTP/1.1 and HTTP/2 (prior knowledge) on each, with its connection deadlines.
 
 mod activity;
+mod proxy_protocol;
 mod reserve;
 mod serve;
 
@@ -10,6 +11,8 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
+
+use crate::model::ListenAddr;
 
 pub use reserve::FdReserve;
 pub use serve::{http_builder, serve, CertsInForce, ConnHandler, ServeOptions, Transport};
@@ -52,11 +55,25 @@ pub fn family_unavailable(e: &BindError) -> bool {
 /// Binds every address. An address whose family the host lacks is skipped with a warning; any other
 /// failure, or having nothing left to listen on, is an error.
 pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, BindError> {
+    let bound = bind_list(addrs, |a| a)?;
+    Ok(bound.into_iter().map(|(l, _)| l).collect())
+}
+
+/// Like [`bind_all`] for data listeners: each bound socket with the entry it came from (and so whether its
+/// connections start with a PROXY protocol header).
+pub fn bind_listen(addrs: &[ListenAddr]) -> Result<Vec<(TcpListener, ListenAddr)>, BindError> {
+    bind_list(addrs, |a| a.addr)
+}
+
+fn bind_list<T: Copy>(
+    items: &[T],
+    addr_of: impl Fn(T) -> SocketAddr,
+) -> Result<Vec<(TcpListener, T)>, BindError> {
     let mut listeners = Vec::new();
     let mut skipped = None;
-    for &addr in addrs {
-        match bind(addr) {
-            Ok(l) => listeners.push(l),
+    for &item in items {
+        match bind(addr_of(item)) {
+            Ok(l) => listeners.push((l, item)),
             Err(e) if family_unavailable(&e) => {
                 tracing::warn!(error = %e, "address family unavailable on this host; continuing without it");
                 skipped = Some(e);

@@ -11,12 +11,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::activity::Activity;
+use super::proxy_protocol::{self, Prefixed};
 use super::reserve::{AcceptErrors, FdReserve};
 use crate::http_types::{canonical_peer, ConnInfo, ProxyBody};
 use crate::model::ClientTimeouts;
@@ -92,6 +94,9 @@ pub struct ServeOptions {
     pub idle: Duration,
     /// A descriptor kept in reserve, released to accept one connection when the process has none left.
     pub reserve: Option<Arc<FdReserve>>,
+    /// Whether every connection starts with a PROXY protocol header (v1 or v2) naming the client; it must
+    /// arrive within `header_read` of the accept.
+    pub proxy_protocol: bool,
 }
 
 impl ServeOptions {
@@ -104,6 +109,7 @@ impl ServeOptions {
             header_read: timeouts.header_read,
             idle: timeouts.idle,
             reserve: None,
+            proxy_protocol: false,
         }
     }
 }
@@ -186,36 +192,124 @@ pub async fn serve<H: ConnHandler>(
                 family,
                 metrics,
             };
-            match options.transport {
-                Transport::Plain => {
-                    serve_io(&builder, TokioIo::new(stream), conn, handler, limits, stop).await;
-                }
-                Transport::Tls(store) => {
-                    match handshake(store.as_ref(), stream, local, deadline, metrics).await {
-                        Ok((tls, info)) => {
-                            let conn = ConnInfo {
-                                tls: Some(Arc::new(info)),
-                                ..conn
-                            };
-                            serve_io(&builder, TokioIo::new(tls), conn, handler, limits, stop)
-                                .await;
-                        }
-                        Err(e) => {
-                            if e.kind() == std::io::ErrorKind::TimedOut {
-                                if let Some(m) = metrics {
-                                    m.closed_by(Deadline::HeaderRead, family);
-                                }
-                            }
-                            tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
-                        }
-                    }
-                }
+            if !options.proxy_protocol {
+                serve_stream(
+                    &builder,
+                    stream,
+                    conn,
+                    &options.transport,
+                    handler,
+                    limits,
+                    stop,
+                )
+                .await;
+                return;
             }
+            let Some((stream, conn)) = proxied(stream, conn, &limits, &stop).await else {
+                return;
+            };
+            serve_stream(
+                &builder,
+                stream,
+                conn,
+                &options.transport,
+                handler,
+                limits,
+                stop,
+            )
+            .await;
         });
     }
     drop(listener);
     connections.close();
     connections.wait().await;
+}
+
+/// Reads the PROXY protocol header that starts `stream` by `limits.deadline`: the connection as the client
+/// it names (the connection's own peer for `LOCAL` and `UNKNOWN`), with the bytes after the header read
+/// first. `None`, counted, when no valid header arrives in time; `None` as well when `stop` fires first (a
+/// connection without a request has nothing to drain).
+async fn proxied(
+    mut stream: tokio::net::TcpStream,
+    conn: ConnInfo,
+    limits: &Limits<'_>,
+    stop: &CancellationToken,
+) -> Option<(Prefixed<tokio::net::TcpStream>, ConnInfo)> {
+    let read = tokio::time::timeout_at(limits.deadline, proxy_protocol::read_header(&mut stream));
+    let read = tokio::select! {
+        read = read => read,
+        () = stop.cancelled() => return None,
+    };
+    match read {
+        Ok(Ok(header)) => {
+            let peer = header.source.map_or(conn.peer, canonical_peer);
+            Some((
+                Prefixed::new(header.leftover, stream),
+                ConnInfo { peer, ..conn },
+            ))
+        }
+        Ok(Err(e)) => {
+            if let Some(m) = limits.metrics {
+                m.proxy_protocol_rejected(limits.family);
+            }
+            tracing::debug!(peer = %conn.peer, error = %e, "PROXY protocol header refused; closing");
+            None
+        }
+        Err(_) => {
+            limits.closed_by(Deadline::HeaderRead);
+            if let Some(m) = limits.metrics {
+                m.proxy_protocol_rejected(limits.family);
+            }
+            tracing::debug!(peer = %conn.peer, "no PROXY protocol header within timeouts.headerRead; closing");
+            None
+        }
+    }
+}
+
+/// Serves one accepted connection on `transport`: straight to HTTP, or after a TLS handshake that shares
+/// the connection's first deadline.
+async fn serve_stream<S, H>(
+    builder: &Builder<TokioExecutor>,
+    stream: S,
+    conn: ConnInfo,
+    transport: &Transport,
+    handler: H,
+    limits: Limits<'_>,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: ConnHandler,
+{
+    match transport {
+        Transport::Plain => {
+            serve_io(builder, TokioIo::new(stream), conn, handler, limits, stop).await;
+        }
+        Transport::Tls(store) => {
+            match handshake(
+                store.as_ref(),
+                stream,
+                conn.local,
+                limits.deadline,
+                limits.metrics,
+            )
+            .await
+            {
+                Ok((tls, info)) => {
+                    let conn = ConnInfo {
+                        tls: Some(Arc::new(info)),
+                        ..conn
+                    };
+                    serve_io(builder, TokioIo::new(tls), conn, handler, limits, stop).await;
+                }
+                Err(e) => {
+                    if e.kind() == std::io::ErrorKind::TimedOut {
+                        limits.closed_by(Deadline::HeaderRead);
+                    }
+                    tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
+                }
+            }
+        }
+    }
 }
 
 /// The deadlines of one connection.

@@ -1,9 +1,10 @@
 //! Forwarding headers: `X-Forwarded-*` and RFC 7239 `Forwarded`.
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -20,10 +21,64 @@ pub struct ClientSide<'a> {
     pub host: Option<&'a str>,
     /// Port of the listener the client connected to.
     pub listener_port: u16,
+    /// Whether the peer is a trusted proxy: its `X-Forwarded-Proto`, `-Host` and `-Port` are kept.
+    pub trusted_peer: bool,
+}
+
+/// Whether `ip` is in one of `ranges`.
+pub fn is_trusted(ip: IpAddr, ranges: &[IpNet]) -> bool {
+    ranges.iter().any(|r| r.contains(&ip))
+}
+
+/// The client address of a request from `peer` (canonical): the peer itself, or, when the peer is in
+/// `trusted`, the rightmost `X-Forwarded-For` entry that is not. When every entry is trusted, the leftmost
+/// one; an entry that is not an address ends the walk at the hop to its right.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let mut client = peer;
+    // Later header lines come after earlier ones in the list; walk all of them from the right.
+    let entries = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .rev()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.rsplit(','));
+    for entry in entries {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let Some(ip) = parse_entry(entry) else {
+            return client;
+        };
+        client = ip;
+        if !is_trusted(ip, trusted) {
+            return ip;
+        }
+    }
+    client
+}
+
+/// An `X-Forwarded-For` entry: `a.b.c.d`, `2001:db8::1`, `[2001:db8::1]`, or either with a port.
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    let ip = match entry.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => match entry.parse::<SocketAddr>() {
+            Ok(sa) => sa.ip(),
+            Err(_) => entry
+                .strip_prefix('[')
+                .and_then(|e| e.strip_suffix(']'))?
+                .parse()
+                .ok()?,
+        },
+    };
+    Some(ip.to_canonical())
 }
 
 /// Appends the client to `X-Forwarded-For` and `Forwarded`, and sets `X-Forwarded-Proto`, `-Host` and
-/// `-Port`.
+/// `-Port` (a trusted peer's own values of these are kept).
 pub fn apply(headers: &mut HeaderMap, side: &ClientSide<'_>) {
     let mut xff = joined(headers, &X_FORWARDED_FOR);
     if !xff.is_empty() {
@@ -51,11 +106,28 @@ pub fn apply(headers: &mut HeaderMap, side: &ClientSide<'_>) {
     }
     set(headers, &http::header::FORWARDED, &fwd);
 
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(side.proto),
-    );
-    match side.host.map(HeaderValue::from_str) {
+    let keep =
+        |headers: &HeaderMap, name: &HeaderName| side.trusted_peer && headers.contains_key(name);
+    if !keep(headers, &X_FORWARDED_PROTO) {
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(side.proto),
+        );
+    }
+    // A trusted load balancer's X-Forwarded-Host names what its own client asked for.
+    if !keep(headers, &X_FORWARDED_HOST) {
+        set_host(headers, side.host);
+    }
+    if !keep(headers, &X_FORWARDED_PORT) {
+        headers.insert(
+            X_FORWARDED_PORT.clone(),
+            HeaderValue::from(side.listener_port),
+        );
+    }
+}
+
+fn set_host(headers: &mut HeaderMap, host: Option<&str>) {
+    match host.map(HeaderValue::from_str) {
         Some(Ok(v)) => {
             headers.insert(X_FORWARDED_HOST.clone(), v);
         }
@@ -63,10 +135,6 @@ pub fn apply(headers: &mut HeaderMap, side: &ClientSide<'_>) {
             headers.remove(&X_FORWARDED_HOST);
         }
     }
-    headers.insert(
-        X_FORWARDED_PORT.clone(),
-        HeaderValue::from(side.listener_port),
-    );
 }
 
 /// All values of `name` joined with `, ` (the list form of RFC 9110 section 5.3).
@@ -126,9 +194,81 @@ mod tests {
                 proto: "http",
                 host,
                 listener_port: 8080,
+                trusted_peer: false,
             },
         );
         h
+    }
+
+    fn xff(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn client_is_the_peer_unless_the_peer_is_trusted() {
+        let trusted = nets(&["10.0.0.0/8", "fd00::/8"]);
+        let h = xff("203.0.113.9, 10.0.0.2");
+        let untrusted: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(client_address(untrusted, &h, &trusted), untrusted);
+        assert_eq!(client_address(untrusted, &h, &[]), untrusted);
+        let lb: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            client_address(lb, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn rightmost_untrusted_entry_wins_and_spoofed_left_entries_are_ignored() {
+        let trusted = nets(&["10.0.0.0/8", "fd00::/8"]);
+        let lb: IpAddr = "fd00::1".parse().unwrap();
+        let h = xff("1.1.1.1, [2001:db8::7]:443, fd00::2");
+        assert_eq!(
+            client_address(lb, &h, &trusted),
+            "2001:db8::7".parse::<IpAddr>().unwrap()
+        );
+        let h = xff("::ffff:198.51.100.4");
+        assert_eq!(
+            client_address(lb, &h, &trusted),
+            "198.51.100.4".parse::<IpAddr>().unwrap()
+        );
+        // Every entry trusted: the leftmost one; garbage stops the walk at the hop to its right.
+        let h = xff("10.1.1.1, 10.2.2.2");
+        assert_eq!(
+            client_address(lb, &h, &trusted),
+            "10.1.1.1".parse::<IpAddr>().unwrap()
+        );
+        let h = xff("unknown, 10.2.2.2");
+        assert_eq!(
+            client_address(lb, &h, &trusted),
+            "10.2.2.2".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_trusted_peer_keeps_proto_host_and_port() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.append("x-forwarded-port", HeaderValue::from_static("443"));
+        apply(
+            &mut h,
+            &ClientSide {
+                client: "10.0.0.1".parse().unwrap(),
+                proto: "http",
+                host: Some("app.example.com"),
+                listener_port: 8080,
+                trusted_peer: true,
+            },
+        );
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-port"], "443");
+        assert_eq!(h["x-forwarded-host"], "app.example.com");
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod hop;
 mod upgrade;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -52,7 +52,9 @@ pub async fn handle(
     let host = request_host(&uri, host_header.as_ref());
     // Loaded here, not in `route_and_forward`, so the chosen backend (borrowed from it) outlives the call.
     let snapshot = shared.snapshot.load_full();
-    let (resp, endpoint, backend) = route_and_forward(&shared, &snapshot, &conn, req, host).await;
+    let client = Client::of(&snapshot, &conn, req.headers());
+    let (resp, endpoint, backend) =
+        route_and_forward(&shared, &snapshot, &conn, client, req, host).await;
     let status = resp.status();
     shared.metrics.request(
         AddrFamily::of(&conn.local),
@@ -62,7 +64,7 @@ pub async fn handle(
     );
     tracing::info!(
         target: "access",
-        client = %conn.peer.ip(),
+        client = %client.addr,
         method = %method,
         host = host.unwrap_or("-"),
         path = uri.path(),
@@ -71,6 +73,34 @@ pub async fn handle(
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
     );
     Ok(resp)
+}
+
+/// Who a request is from.
+#[derive(Debug, Clone, Copy)]
+struct Client {
+    /// The client address the access log and allow lists use: the peer, or, behind trusted proxies, the
+    /// rightmost untrusted `X-Forwarded-For` entry.
+    addr: IpAddr,
+    /// Whether the peer is a trusted proxy (its `X-Forwarded-Proto`, `-Host` and `-Port` are kept).
+    trusted_peer: bool,
+}
+
+impl Client {
+    /// With no trusted proxies configured this is the peer, at the cost of one emptiness check.
+    fn of(snapshot: &Snapshot, conn: &ConnInfo, headers: &http::HeaderMap) -> Client {
+        let peer = conn.peer.ip();
+        let trusted = &snapshot.table.trusted_proxies;
+        if trusted.is_empty() || !forwarded::is_trusted(peer, trusted) {
+            return Client {
+                addr: peer,
+                trusted_peer: false,
+            };
+        }
+        Client {
+            addr: forwarded::client_address(peer, headers, trusted),
+            trusted_peer: true,
+        }
+    }
 }
 
 /// Displays the value or `-`.
@@ -123,6 +153,7 @@ async fn route_and_forward<'s>(
     shared: &Shared,
     snapshot: &'s Snapshot,
     conn: &ConnInfo,
+    client: Client,
     mut req: Request<Incoming>,
     host: Option<&str>,
 ) -> Outcome<'s> {
@@ -193,13 +224,24 @@ async fn route_and_forward<'s>(
             )
         }
     };
-    let Some(backend) = table.lookup(&request_host, &path) else {
+    let Some(target) = table.lookup(&request_host, &path) else {
         return (
             fail(StatusCode::NOT_FOUND, "no route for this host and path"),
             None,
             None,
         );
     };
+    let backend = &target.backend;
+    if !target.allows(client.addr) {
+        return (
+            fail(
+                StatusCode::FORBIDDEN,
+                "the client address is not allowed on this path",
+            ),
+            None,
+            Some(backend),
+        );
+    }
 
     let normalized_target = match path {
         std::borrow::Cow::Borrowed(_) => None,
@@ -232,6 +274,7 @@ async fn route_and_forward<'s>(
             proto: conn.proto(),
             host,
             listener_port: conn.local.port(),
+            trusted_peer: client.trusted_peer,
         },
     );
     if let Some(up) = upgrade.clone() {
@@ -276,7 +319,7 @@ async fn route_and_forward<'s>(
                 client_upgrade,
                 &table.timeouts,
                 body::Parties {
-                    client: conn.peer.ip(),
+                    client: client.addr,
                     endpoint,
                 },
                 fail,
@@ -288,7 +331,7 @@ async fn route_and_forward<'s>(
             endpoint, reason, ..
         }) => {
             // The client's fault (malformed chunked body, client gone): not the endpoint's.
-            tracing::info!(client = %conn.peer.ip(), %endpoint, error = %reason, "client request body failed");
+            tracing::info!(client = %client.addr, %endpoint, error = %reason, "client request body failed");
             (
                 error_response(StatusCode::BAD_REQUEST, "malformed request body"),
                 Some(endpoint),

@@ -9,7 +9,10 @@ pub mod normalize;
 mod path;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
+
+use ipnet::IpNet;
 
 use crate::model::{HostMatch, Model, UpstreamTimeouts};
 use crate::upstream::EndpointSet;
@@ -17,13 +20,33 @@ use crate::upstream::EndpointSet;
 pub use host::RequestHost;
 pub use path::PathTable;
 
+/// Where a matched path sends a request, and who may ask.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The backend's endpoint set.
+    pub backend: Arc<EndpointSet>,
+    /// Client ranges allowed on the path; `None`: every client.
+    pub allow: Option<Arc<[IpNet]>>,
+}
+
+impl Target {
+    /// Whether `client` (canonical: an IPv4-mapped IPv6 address shown as IPv4) may use this path.
+    pub fn allows(&self, client: IpAddr) -> bool {
+        self.allow
+            .as_deref()
+            .is_none_or(|ranges| ranges.iter().any(|r| r.contains(&client)))
+    }
+}
+
 /// An immutable routing table; swapped whole when the configuration changes.
 #[derive(Debug, Default)]
 pub struct Table {
     exact: HashMap<Box<str>, PathTable>,
     wildcard: HashMap<Box<str>, PathTable>,
     any_host: Option<PathTable>,
-    default_backend: Option<Arc<EndpointSet>>,
+    default_backend: Option<Target>,
+    /// Peers whose forwarding headers are believed; empty: none.
+    pub trusted_proxies: Box<[IpNet]>,
     /// Upstream timeouts that apply to requests served by this table.
     pub timeouts: UpstreamTimeouts,
     /// Port of the first TLS listener when plain-HTTP requests for hosts with a certificate are redirected.
@@ -48,7 +71,12 @@ impl Table {
             default_backend: model
                 .default_backend
                 .as_deref()
-                .and_then(|n| backends.get(n).cloned()),
+                .and_then(|n| backends.get(n).cloned())
+                .map(|backend| Target {
+                    backend,
+                    allow: None,
+                }),
+            trusted_proxies: model.trusted_proxies.as_slice().into(),
             ..Table::default()
         };
         for rule in &model.rules {
@@ -61,7 +89,11 @@ impl Table {
             };
             for p in &rule.paths {
                 if let Some(backend) = backends.get(&p.backend) {
-                    paths.insert(&p.path, p.kind, backend.clone());
+                    let target = Target {
+                        backend: backend.clone(),
+                        allow: (!p.allow.is_empty()).then(|| p.allow.as_slice().into()),
+                    };
+                    paths.insert(&p.path, p.kind, target);
                 }
             }
         }
@@ -75,9 +107,9 @@ impl Table {
         Table::compile(model, &backends, None)
     }
 
-    /// Finds the backend for a request. The host picks one set of paths (exact host, else wildcard, else the
+    /// Finds the target for a request. The host picks one set of paths (exact host, else wildcard, else the
     /// rules without a host); when none of its paths match, the default backend answers.
-    pub fn lookup(&self, host: &RequestHost<'_>, path: &str) -> Option<&Arc<EndpointSet>> {
+    pub fn lookup(&self, host: &RequestHost<'_>, path: &str) -> Option<&Target> {
         self.paths_for(host)
             .and_then(|paths| paths.lookup(path))
             .or(self.default_backend.as_ref())

@@ -1,21 +1,21 @@
 //! Path matching for one host: a hash map for `Exact` paths and a segment trie for `Prefix` paths.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::model::PathKind;
-use crate::upstream::EndpointSet;
+
+use super::Target;
 
 /// The paths of one host.
 #[derive(Debug, Default)]
 pub struct PathTable {
-    exact: HashMap<Box<str>, Arc<EndpointSet>>,
+    exact: HashMap<Box<str>, Target>,
     prefix: PrefixNode,
 }
 
 #[derive(Debug, Default)]
 struct PrefixNode {
-    backend: Option<Arc<EndpointSet>>,
+    backend: Option<Target>,
     children: HashMap<Box<str>, PrefixNode>,
 }
 
@@ -27,7 +27,7 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
 
 impl PathTable {
     /// Adds a path; the first rule for the same path and kind wins.
-    pub fn insert(&mut self, path: &str, kind: PathKind, backend: Arc<EndpointSet>) {
+    pub fn insert(&mut self, path: &str, kind: PathKind, backend: Target) {
         match kind {
             PathKind::Exact => {
                 self.exact.entry(path.into()).or_insert(backend);
@@ -41,9 +41,9 @@ impl PathTable {
         }
     }
 
-    /// The backend of the longest matching path. An `Exact` match covers the whole path, so it is at least
+    /// The target of the longest matching path. An `Exact` match covers the whole path, so it is at least
     /// as long as any prefix match and wins ties.
-    pub fn lookup(&self, path: &str) -> Option<&Arc<EndpointSet>> {
+    pub fn lookup(&self, path: &str) -> Option<&Target> {
         if let Some(b) = self.exact.get(path) {
             return Some(b);
         }

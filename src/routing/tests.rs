@@ -29,7 +29,9 @@ fn table(yaml: &str) -> Table {
 fn route(table: &Table, host: &str, path: &str) -> Option<String> {
     let mut scratch = String::new();
     let host = host::parse(host, &mut scratch);
-    table.lookup(&host, path).map(|b| b.name().to_string())
+    table
+        .lookup(&host, path)
+        .map(|t| t.backend.name().to_string())
 }
 
 /// Checks every `(host, path, want)` case and reports all mismatches at once.

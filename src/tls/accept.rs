@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
@@ -23,13 +23,13 @@ pub struct TlsInfo {
 /// Runs the handshake on `stream` until `deadline`, choosing the certificate from the table `certs` gives
 /// (the one in force when the ClientHello arrives) by SNI and by the local address `local`; counts the
 /// result in `metrics`, if given.
-pub async fn handshake(
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     certs: &(dyn Fn() -> Arc<CertTable> + Send + Sync),
-    stream: TcpStream,
+    stream: S,
     local: SocketAddr,
     deadline: tokio::time::Instant,
     metrics: Option<&Metrics>,
-) -> io::Result<(TlsStream<TcpStream>, TlsInfo)> {
+) -> io::Result<(TlsStream<S>, TlsInfo)> {
     let family = AddrFamily::of(&local);
     let result = tokio::time::timeout_at(deadline, async {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;

@@ -163,6 +163,9 @@ async fn respond(addr: SocketAddr, req: Request<Incoming>) -> Result<Response<Up
     Ok(resp)
 }
 
+/// The `listen` key of [`TestProxy::start`]: plain loopback listeners of both families on free ports.
+pub const LOOPBACK_LISTEN: &str = "listen: [\"127.0.0.1:0\", \"[::1]:0\"]\n";
+
 /// The proxy running in-process from a configuration file in a temporary directory.
 pub struct TestProxy {
     /// The running server.
@@ -181,7 +184,13 @@ pub struct TestProxy {
 impl TestProxy {
     /// Starts the proxy on `127.0.0.1:0` and `[::1]:0` with `yaml`, which must not contain `listen`.
     pub async fn start(yaml: &str) -> TestProxy {
-        let (dir, path, file) = Self::write_config(yaml);
+        Self::start_listen(LOOPBACK_LISTEN, yaml).await
+    }
+
+    /// Like [`TestProxy::start`] with the `listen` key given (`listen` must name one IPv4 and one IPv6
+    /// address, e.g. maps with `proxyProtocol`).
+    pub async fn start_listen(listen: &str, yaml: &str) -> TestProxy {
+        let (dir, path, file) = Self::write_config_with(listen, yaml);
         let server = Server::start_with(&file.bootstrap, file.model)
             .await
             .unwrap();
@@ -213,9 +222,20 @@ impl TestProxy {
         PathBuf,
         dualstack_ingress::config::ConfigFile,
     ) {
+        Self::write_config_with(LOOPBACK_LISTEN, yaml)
+    }
+
+    fn write_config_with(
+        listen: &str,
+        yaml: &str,
+    ) -> (
+        tempfile::TempDir,
+        PathBuf,
+        dualstack_ingress::config::ConfigFile,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("proxy.yaml");
-        let full = format!("listen: [\"127.0.0.1:0\", \"[::1]:0\"]\n{yaml}");
+        let full = format!("{listen}{yaml}");
         std::fs::write(&path, full).unwrap();
         let file = dualstack_ingress::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         (dir, path, file)
