@@ -203,8 +203,9 @@ fn check(path: &std::path::Path, mode: config::Mode) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
     if cli.kubernetes || cli.manifests.is_some() {
-        return run_controller(cli).await;
+        return run_controller(cli, signals).await;
     }
     let demo_stop = CancellationToken::new();
     let file = match &cli.config {
@@ -241,35 +242,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         _ => None,
     };
-    wait_for_stop(cli.config.is_none()).await?;
+    signals.wait_for_stop(cli.config.is_none()).await;
     tracing::info!("shutting down: draining in-flight requests");
     server.shutdown().await;
     demo_stop.cancel();
     Ok(())
 }
 
-/// Returns on SIGTERM or SIGINT. With `embedded`, SIGHUP is answered with a log line (nothing to reload).
-async fn wait_for_stop(embedded: bool) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = if embedded {
-        Some(signal(SignalKind::hangup()).context("installing the SIGHUP handler")?)
-    } else {
-        None
-    };
-    loop {
-        tokio::select! {
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                tracing::info!("SIGHUP: the embedded configuration does not change");
+/// The signals the process answers, installed before anything else starts, so that a signal arriving during
+/// start-up is handled (SIGTERM/SIGINT drain and exit 0; SIGHUP never kills the process).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    /// Returns on SIGTERM or SIGINT. SIGHUP reloads a configuration file (its source listens for it too);
+    /// with `embedded` it is answered with a log line.
+    async fn wait_for_stop(&mut self, embedded: bool) {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => if embedded {
+                    tracing::info!("SIGHUP: the embedded configuration does not change");
+                },
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
             }
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
         }
     }
 }
 
 /// `--kubernetes` and `--manifests DIR`: the controller's sources on the standalone proxy's server.
-async fn run_controller(cli: Cli) -> anyhow::Result<()> {
+async fn run_controller(cli: Cli, mut signals: Signals) -> anyhow::Result<()> {
     let file = match &cli.config {
         Some(path) => config::load_for(path, config::Mode::Kubernetes)
             .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?,
@@ -297,7 +310,7 @@ async fn run_controller(cli: Cli) -> anyhow::Result<()> {
             ..file.model
         };
         let server = Server::start_with(&file.bootstrap, model).await?;
-        wait_for_stop(false).await?;
+        signals.wait_for_stop(false).await;
         server.shutdown().await;
         return Ok(());
     }
@@ -321,7 +334,7 @@ async fn run_controller(cli: Cli) -> anyhow::Result<()> {
         lease_duration: k8s::controller::lease_duration(),
     };
     let mut running = controller.spawn(models, server.metrics().clone(), stop.clone());
-    wait_for_stop(false).await?;
+    signals.wait_for_stop(false).await;
     tracing::info!("shutting down: draining in-flight requests");
     stop.cancel();
     server.shutdown().await;
