@@ -51,6 +51,18 @@ pub struct Registry {
     cursors: HashMap<String, Arc<AtomicUsize>>,
     metrics: Arc<Metrics>,
     backend_metrics: HashMap<String, Arc<BackendMetrics>>,
+    /// The endpoint set of each backend and what it was built from: an unchanged backend keeps its set,
+    /// so a change to one backend among thousands rebuilds one set.
+    sets: HashMap<String, (SetInputs, Arc<EndpointSet>)>,
+}
+
+/// What an endpoint set is built from (its cursor and metric handles are the backend's, by name).
+#[derive(Debug, PartialEq)]
+struct SetInputs {
+    endpoints: Vec<std::net::SocketAddr>,
+    protocol: Protocol,
+    client: usize,
+    connect_retries: usize,
 }
 
 impl std::fmt::Debug for Registry {
@@ -80,6 +92,7 @@ impl Registry {
             cursors: HashMap::new(),
             metrics,
             backend_metrics: HashMap::new(),
+            sets: HashMap::new(),
         }
     }
 
@@ -105,6 +118,7 @@ impl Registry {
         let mut cursors = HashMap::new();
         let mut backend_metrics = HashMap::new();
         let mut sets = HashMap::new();
+        let mut built = HashMap::new();
         for (name, backend) in &model.backends {
             let ca = match (&backend.ca, backend.protocol.is_tls()) {
                 (Some(source), true) => Some(read_pem(source).map_err(|e| e.to_string())),
@@ -138,20 +152,32 @@ impl Registry {
                     }
                 }
             }
-            let set = EndpointSet::new(
-                name,
+            let inputs = SetInputs {
                 endpoints,
-                backend.protocol,
-                client,
-                cursor,
-                model.connect_retries,
-                metrics,
-            );
-            sets.insert(name.clone(), Arc::new(set));
+                protocol: backend.protocol,
+                // Identity, not contents: a new client (a changed CA or connect timeout) means a new set.
+                client: Arc::as_ptr(&client) as usize,
+                connect_retries: model.connect_retries,
+            };
+            let set = match self.sets.remove(name) {
+                Some((old, set)) if old == inputs => set,
+                _ => Arc::new(EndpointSet::new(
+                    name,
+                    inputs.endpoints.clone(),
+                    backend.protocol,
+                    client,
+                    cursor,
+                    model.connect_retries,
+                    metrics,
+                )),
+            };
+            sets.insert(name.clone(), set.clone());
+            built.insert(name.clone(), (inputs, set));
         }
         self.clients = clients;
         self.cursors = cursors;
         self.backend_metrics = backend_metrics;
+        self.sets = built;
         (sets, errors)
     }
 
