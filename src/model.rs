@@ -205,6 +205,13 @@ pub struct NamedEndpoint {
     pub port: u16,
 }
 
+impl std::fmt::Display for NamedEndpoint {
+    /// `name:port`: the host is always a DNS name (never an IP literal), so it needs no brackets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
 /// The protocol spoken to an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Protocol {

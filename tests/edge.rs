@@ -6,7 +6,6 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -278,14 +277,7 @@ async fn a_proxy_protocol_tls_listener_reads_the_header_then_the_handshake() {
         default_backend_yaml(&[up.addr])
     ))
     .await;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(ca.roots())
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = ca.connector();
     let tls_addrs = p.server().tls_addrs().to_vec();
     assert_eq!(tls_addrs.len(), 2);
     for addr in tls_addrs {

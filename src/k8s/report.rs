@@ -79,7 +79,7 @@ pub fn render(t: &Translation) -> String {
             let _ = writeln!(out, "    {e}  {family}");
         }
         for n in &b.named {
-            let _ = writeln!(out, "    {}:{}  dns", n.host, n.port);
+            let _ = writeln!(out, "    {n}  dns");
         }
         if b.endpoints.is_empty() && b.named.is_empty() {
             out.push_str("    (no endpoints: requests get 503)\n");

@@ -140,11 +140,7 @@ fn backends_of(t: &Translation) -> BTreeMap<String, ExpectBackend> {
                         .iter()
                         .map(std::string::ToString::to_string)
                         .collect(),
-                    named: b
-                        .named
-                        .iter()
-                        .map(|n| format!("{}:{}", n.host, n.port))
-                        .collect(),
+                    named: b.named.iter().map(ToString::to_string).collect(),
                 },
             )
         })

@@ -39,6 +39,18 @@ pub struct Leaf {
 }
 
 impl Ca {
+    /// A TLS client (ring, default protocol versions) that trusts only this CA.
+    pub fn connector(&self) -> tokio_rustls::TlsConnector {
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(self.roots())
+        .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
     /// A new self-signed CA with a fresh key.
     pub fn new() -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
