@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{translate, ClusterState, Options, Problem, Stats, Translation};
+use super::{translate_with, ClusterState, Memo, Options, Problem, Stats, Translation};
 use crate::config::source::ModelSender;
 use crate::model::Model;
 use crate::telemetry::Metrics;
@@ -265,19 +265,30 @@ pub async fn build_models(
         () = stop.cancelled() => return,
     }
     tracing::info!("Kubernetes caches synced");
-    let mut published: Option<(Model, Stats)> = None;
+    let mut published: Option<(Arc<Model>, Stats)> = None;
+    let mut memo_kept = Memo::default();
     let mut logged: HashSet<String> = HashSet::new();
     loop {
         // Everything changed up to here is in this translation.
         changed.borrow_and_update();
         let (state, opts) = (stores.state(), options.clone());
         let ingresses = state.ingresses.clone();
-        let translation = match tokio::task::spawn_blocking(move || translate(&state, &opts)).await
-        {
-            Ok(t) => t,
+        let mut memo = std::mem::take(&mut memo_kept);
+        let job = tokio::task::spawn_blocking(move || {
+            let translation = translate_with(&state, &opts, &mut memo);
+            (translation, memo)
+        });
+        let translation = match job.await {
+            Ok((t, kept)) => {
+                memo_kept = kept;
+                t
+            }
             Err(e) => {
                 tracing::error!(error = %e, "translation failed; keeping the last good table");
-                Translation::default()
+                if !settle(&mut changed, &stop, tokio::time::Instant::now()).await {
+                    return;
+                }
+                continue;
             }
         };
         let Translation {
@@ -294,9 +305,10 @@ pub async fn build_models(
             ..base.clone()
         };
         log_problems(&problems, &mut logged);
-        if published.as_ref().map(|(m, _)| m) != Some(&model) {
+        if published.as_ref().map(|(m, _)| &**m) != Some(&model) {
             log_change(published.as_ref().map(|(_, s)| s), &stats, owned.len());
-            models.send_replace(Some(Arc::new(model.clone())));
+            let model = Arc::new(model);
+            models.send_replace(Some(Arc::clone(&model)));
             published = Some((model, stats));
         }
         translated.send_replace(Arc::new(Translated {

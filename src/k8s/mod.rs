@@ -24,7 +24,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use crate::model::Model;
 
-pub use translate::{is_ours, translate};
+pub use translate::{is_ours, translate, translate_with, Memo};
 
 /// The controller name an IngressClass's `spec.controller` must carry for its Ingresses to be ours.
 pub const DEFAULT_CONTROLLER_NAME: &str = "dualstack-ingress.io/controller";

@@ -459,3 +459,49 @@ fn problem_display_names_the_ingress() {
         "default/web: service default/missing not found"
     );
 }
+
+/// A memoised translation equals a fresh one after each kind of change, and sees every change.
+#[test]
+fn memoised_translation_follows_every_change() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kubernetes");
+    let state = manifests::load_dir(&dir).unwrap_or_else(|e| panic!("{e:#?}"));
+    let opts = Options::default();
+    let mut memo = super::Memo::default();
+    let first = super::translate_with(&state, &opts, &mut memo);
+    assert_eq!(first, translate(&state, &opts));
+    // Unchanged: the same result from the memo.
+    assert_eq!(super::translate_with(&state, &opts, &mut memo), first);
+
+    // One slice loses its endpoints: the memoised result follows, as a fresh translation does.
+    let mut changed = state.clone();
+    let at = changed
+        .slices
+        .iter()
+        .position(|s| s.endpoints.as_ref().is_some_and(|e| !e.is_empty()))
+        .expect("the example has a slice with endpoints");
+    let mut slice: EndpointSlice = (*changed.slices[at]).clone();
+    slice.endpoints = Some(Vec::new());
+    changed.slices[at] = std::sync::Arc::new(slice);
+    let after = super::translate_with(&changed, &opts, &mut memo);
+    assert_eq!(after, translate(&changed, &opts));
+    assert_ne!(after.model.backends, first.model.backends);
+
+    // A Secret or Service removed: the memo never answers for an object that is gone.
+    let mut gone = changed.clone();
+    gone.secrets.clear();
+    gone.services.clear();
+    let after = super::translate_with(&gone, &opts, &mut memo);
+    assert_eq!(after, translate(&gone, &opts));
+    assert!(after
+        .problems
+        .iter()
+        .any(|p| p.reason == "secret-not-found"));
+    assert!(after
+        .problems
+        .iter()
+        .any(|p| p.reason == "service-not-found"));
+
+    // And back: everything is found again.
+    assert_eq!(super::translate_with(&state, &opts, &mut memo), first);
+}

@@ -48,12 +48,20 @@ struct ClientKey {
 pub struct Registry {
     idle: Duration,
     clients: HashMap<ClientKey, Arc<UpstreamClient>>,
-    cursors: HashMap<String, Arc<AtomicUsize>>,
     metrics: Arc<Metrics>,
-    backend_metrics: HashMap<String, Arc<BackendMetrics>>,
-    /// The endpoint set of each backend and what it was built from: an unchanged backend keeps its set,
-    /// so a change to one backend among thousands rebuilds one set.
-    sets: HashMap<String, (SetInputs, Arc<EndpointSet>)>,
+    /// What each backend keeps across compiles, by name.
+    backends: HashMap<String, BackendState, foldhash::fast::RandomState>,
+}
+
+/// A backend's state across compiles: its round-robin position and metric handles, and its endpoint set
+/// with what the set was built from. An unchanged backend keeps its set, so a change to one backend among
+/// thousands rebuilds one set.
+#[derive(Debug)]
+struct BackendState {
+    cursor: Arc<AtomicUsize>,
+    metrics: Arc<BackendMetrics>,
+    inputs: SetInputs,
+    set: Arc<EndpointSet>,
 }
 
 /// What an endpoint set is built from (its cursor and metric handles are the backend's, by name).
@@ -70,8 +78,7 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("idle", &self.idle)
             .field("clients", &self.clients)
-            .field("cursors", &self.cursors)
-            .field("backend_metrics", &self.backend_metrics)
+            .field("backends", &self.backends.len())
             .finish_non_exhaustive()
     }
 }
@@ -89,10 +96,8 @@ impl Registry {
         Registry {
             idle,
             clients: HashMap::new(),
-            cursors: HashMap::new(),
             metrics,
-            backend_metrics: HashMap::new(),
-            sets: HashMap::new(),
+            backends: HashMap::default(),
         }
     }
 
@@ -115,10 +120,8 @@ impl Registry {
     ) -> (HashMap<String, Arc<EndpointSet>>, Vec<String>) {
         let mut errors = Vec::new();
         let mut clients = HashMap::new();
-        let mut cursors = HashMap::new();
-        let mut backend_metrics = HashMap::new();
-        let mut sets = HashMap::new();
-        let mut built = HashMap::new();
+        let mut sets = HashMap::with_capacity(model.backends.len());
+        let mut kept = HashMap::with_capacity_and_hasher(model.backends.len(), Default::default());
         for (name, backend) in &model.backends {
             let ca = match (&backend.ca, backend.protocol.is_tls()) {
                 (Some(source), true) => Some(read_pem(source).map_err(|e| e.to_string())),
@@ -137,13 +140,6 @@ impl Registry {
                 errors.push(format!("backend {name:?}: {reason}"));
             }
             clients.insert(key, client.clone());
-            let cursor = self.cursors.get(name).cloned().unwrap_or_default();
-            cursors.insert(name.clone(), cursor.clone());
-            let metrics = match self.backend_metrics.get(name) {
-                Some(m) => Arc::clone(m),
-                None => Arc::new(self.metrics.backend(name)),
-            };
-            backend_metrics.insert(name.clone(), metrics.clone());
             let mut endpoints = backend.endpoints.clone();
             for named in &backend.named {
                 for addr in resolved.get(named).into_iter().flatten() {
@@ -159,26 +155,52 @@ impl Registry {
                 client: Arc::as_ptr(&client) as usize,
                 connect_retries: model.connect_retries,
             };
-            let set = match self.sets.remove(name) {
-                Some((old, set)) if old == inputs => set,
-                _ => Arc::new(EndpointSet::new(
-                    name,
-                    inputs.endpoints.clone(),
-                    backend.protocol,
-                    client,
-                    cursor,
-                    model.connect_retries,
-                    metrics,
-                )),
+            // The name moves from the old map to the new one: no copy per backend per compile.
+            let (name, state) = match self.backends.remove_entry(name.as_str()) {
+                Some((name, old)) if old.inputs == inputs => (name, old),
+                Some((name, old)) => {
+                    let set = self.set(&name, &inputs, client, &old.cursor, &old.metrics);
+                    let state = BackendState { inputs, set, ..old };
+                    (name, state)
+                }
+                None => {
+                    let cursor = Arc::default();
+                    let metrics = Arc::new(self.metrics.backend(name));
+                    let set = self.set(name, &inputs, client, &cursor, &metrics);
+                    let state = BackendState {
+                        cursor,
+                        metrics,
+                        inputs,
+                        set,
+                    };
+                    (name.clone(), state)
+                }
             };
-            sets.insert(name.clone(), set.clone());
-            built.insert(name.clone(), (inputs, set));
+            sets.insert(name.clone(), Arc::clone(&state.set));
+            kept.insert(name, state);
         }
         self.clients = clients;
-        self.cursors = cursors;
-        self.backend_metrics = backend_metrics;
-        self.sets = built;
+        self.backends = kept;
         (sets, errors)
+    }
+
+    fn set(
+        &self,
+        name: &str,
+        inputs: &SetInputs,
+        client: Arc<UpstreamClient>,
+        cursor: &Arc<AtomicUsize>,
+        metrics: &Arc<BackendMetrics>,
+    ) -> Arc<EndpointSet> {
+        Arc::new(EndpointSet::new(
+            name,
+            inputs.endpoints.clone(),
+            inputs.protocol,
+            client,
+            Arc::clone(cursor),
+            inputs.connect_retries,
+            Arc::clone(metrics),
+        ))
     }
 
     fn client(&self, key: &ClientKey) -> UpstreamClient {
