@@ -304,6 +304,39 @@ async fn declared_body_over_the_limit_gets_413_and_the_upstream_sees_nothing() {
 }
 
 #[tokio::test]
+async fn curl_upload_over_the_limit_gets_413_without_sending_the_body() {
+    let up = CountingUpstream::start("127.0.0.1:0").await;
+    let p = body_limited_proxy(&up).await;
+    let file = p.dir.path().join("upload.bin");
+    std::fs::write(&file, vec![b'z'; 2 * 1024 * 1024]).unwrap();
+    for v6 in [false, true] {
+        // curl asks `Expect: 100-continue` for a body this large and waits for the answer.
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-g",
+                "--max-time",
+                "10",
+                "-w",
+                "\n%{http_code}",
+                "--data-binary",
+            ])
+            .arg(format!("@{}", file.display()))
+            .arg(p.url(v6, "/upload"))
+            .output()
+            .await
+            .expect("curl is installed");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.ends_with("\n413") && stdout.contains("larger than 1000 bytes"),
+            "v6={v6}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(up.heads(), 0, "the upstream saw a request");
+}
+
+#[tokio::test]
 async fn undeclared_body_over_the_limit_gets_413_and_no_complete_request_reaches_the_upstream() {
     let up = CountingUpstream::start("127.0.0.1:0").await;
     let p = body_limited_proxy(&up).await;
