@@ -1,5 +1,5 @@
 //! The `limits:` section through real sockets on both families: the connection limit per listener (reached,
-//! counted, recovered), the request body limit (413, nothing complete reaches the upstream) over HTTP/1 and
+//! counted, recovered; an upgraded WebSocket keeps its slot until it closes), the request body limit (413, nothing complete reaches the upstream) over HTTP/1 and
 //! HTTP/2, the HTTP/2 protections against rapid reset and CONTINUATION floods (raw frames, so nothing
 //! normalises the attack), and configuration errors naming FILE:LINE:COLUMN.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::SinkExt;
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::combinators::BoxBody;
@@ -23,6 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 /// How long any single wait in these tests may take before the test fails.
 const LIMIT: Duration = Duration::from_secs(10);
@@ -244,6 +246,73 @@ async fn connection_limit_closes_extra_connections_counts_them_and_recovers() {
         )
         .await;
         drop(held);
+    }
+}
+
+/// A WebSocket echo server.
+async fn websocket_echo_upstream(bind: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    spawn_server(bind, |stream| async move {
+        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+            return;
+        };
+        while let Some(Ok(msg)) = futures_util::StreamExt::next(&mut ws).await {
+            if msg.is_close() || ws.send(msg).await.is_err() {
+                break;
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_keeps_its_slot_until_it_closes() {
+    let up = Upstream::start("127.0.0.1:0").await;
+    let (ws_up, _task) = websocket_echo_upstream("[::1]:0").await;
+    let p = TestProxy::start(&format!(
+        "admin: \"[::1]:0\"\nlimits:\n  maxConnections: 1\nroutes:\n  - paths:\n      - path: /ws\n        backend: ws\n\
+         defaultBackend: b\nbackends:\n  ws:\n    endpoints: [\"{ws_up}\"]\n  b:\n    endpoints: [\"{}\"]\n",
+        up.addr
+    ))
+    .await;
+    let admin = p.server().admin_addr().unwrap();
+    for (addr, family) in [(p.v4, "ipv4"), (p.v6, "ipv6")] {
+        let url = format!("ws://{addr}/ws");
+        let (mut ws, resp) = tokio::time::timeout(LIMIT, tokio_tungstenite::connect_async(&url))
+            .await
+            .expect("handshake timed out")
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(resp.status(), 101);
+        ws.send(Message::text("spliced")).await.unwrap();
+        let echoed = tokio::time::timeout(LIMIT, futures_util::StreamExt::next(&mut ws))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed, Message::text("spliced"));
+
+        // The WebSocket is the listener's one connection, although HTTP is done with it.
+        let before = over_limit(admin, family).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(
+            keep_alive_get(&mut s).await,
+            None,
+            "{family}: served beside the WebSocket"
+        );
+        assert!(over_limit(admin, family).await > before);
+
+        ws.close(None).await.unwrap();
+        drop(ws);
+        wait_until(
+            "a connection is served after the WebSocket closed",
+            LIMIT,
+            || async {
+                let Ok(mut s) = TcpStream::connect(addr).await else {
+                    return false;
+                };
+                keep_alive_get(&mut s).await == Some(200)
+            },
+        )
+        .await;
     }
 }
 
