@@ -24,7 +24,10 @@ pub fn start_for(model: &Model, stop: &CancellationToken) -> Result<Vec<SocketAd
         .collect();
     addrs.sort();
     addrs.dedup();
-    let builder = Arc::new(listen::http_builder(&ClientTimeouts::default()));
+    let builder = Arc::new(listen::http_builder(
+        &ClientTimeouts::default(),
+        &crate::model::ConnectionLimits::default(),
+    ));
     let mut served = Vec::new();
     for addr in addrs {
         let listener = match listen::bind(addr) {

@@ -36,7 +36,8 @@ struct Cli {
     check: bool,
     /// Run as a Kubernetes ingress controller: routes, backends and certificates come from Ingress,
     /// IngressClass, Service, EndpointSlice and TLS Secret objects (in-cluster service account, else
-    /// KUBECONFIG or ~/.kube/config). --config then sets only listeners, admin, timeouts, redirectToHttps.
+    /// KUBECONFIG or ~/.kube/config). --config then sets only listeners, admin, timeouts, limits and the
+    /// other non-routing settings.
     #[arg(long, conflicts_with = "manifests")]
     kubernetes: bool,
     /// Serve what the controller would serve for the Kubernetes objects in the YAML files of DIR (with

@@ -24,6 +24,8 @@ pub struct Bootstrap {
     pub admin: Vec<SocketAddr>,
     /// Deadlines of client connections.
     pub timeouts: ClientTimeouts,
+    /// Limits of client connections (connections per listener, HTTP/2 settings).
+    pub limits: ConnectionLimits,
 }
 
 impl Default for Bootstrap {
@@ -33,6 +35,45 @@ impl Default for Bootstrap {
             listen_tls: Vec::new(),
             admin: Vec::new(),
             timeouts: ClientTimeouts::default(),
+            limits: ConnectionLimits::default(),
+        }
+    }
+}
+
+/// Limits of client connections, fixed at start (`limits:` in the configuration file, except
+/// `maxRequestBody`, which is [`Model::max_request_body`]); see the README for each one's reasoning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open client connections per data listener (each socket counts its own); a connection over it is
+    /// accepted and closed at once.
+    pub max_connections: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: streams one client connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE` in bytes; also bounds the CONTINUATION frames of one header
+    /// block (a flood of them closes the connection).
+    pub http2_max_header_list_size: u32,
+    /// HTTP/2 streams a client may open and reset before they are served (rapid reset, CVE-2023-44487);
+    /// more close the connection with GOAWAY.
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2 streams the proxy may reset because the client broke the protocol on them
+    /// (RUSTSEC-2024-0003); more close the connection with GOAWAY.
+    pub http2_max_local_error_reset_streams: usize,
+}
+
+/// Open client connections per data listener, unless configured otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Request bodies larger than this many bytes get 413, unless configured otherwise (1 MiB, as
+/// ingress-nginx's `proxy-body-size`).
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 1024 * 1024;
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            http2_max_concurrent_streams: 128,
+            http2_max_header_list_size: 64 * 1024,
+            http2_max_pending_accept_reset_streams: 20,
+            http2_max_local_error_reset_streams: 1024,
         }
     }
 }
@@ -92,6 +133,8 @@ pub struct Model {
     /// Peers whose `X-Forwarded-For`, `-Proto`, `-Host` and `-Port` are believed (load balancers in
     /// front); empty: none.
     pub trusted_proxies: Vec<IpNet>,
+    /// Request bodies larger than this many bytes get 413 and are not forwarded; `None`: no limit.
+    pub max_request_body: Option<u64>,
 }
 
 impl Default for Model {
@@ -106,6 +149,7 @@ impl Default for Model {
             timeouts: UpstreamTimeouts::default(),
             connect_retries: DEFAULT_CONNECT_RETRIES,
             trusted_proxies: Vec::new(),
+            max_request_body: Some(DEFAULT_MAX_REQUEST_BODY),
         }
     }
 }

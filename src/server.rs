@@ -115,10 +115,13 @@ impl Server {
             .run(models),
         );
 
-        let builder = Arc::new(listen::http_builder(&bootstrap.timeouts));
+        let builder = Arc::new(listen::http_builder(&bootstrap.timeouts, &bootstrap.limits));
         let stop_data = CancellationToken::new();
         let stop_admin = CancellationToken::new();
-        let plain_options = ServeOptions::plain(&bootstrap.timeouts, Some(metrics.clone()));
+        let plain_options = ServeOptions {
+            max_connections: Some(bootstrap.limits.max_connections),
+            ..ServeOptions::plain(&bootstrap.timeouts, Some(metrics.clone()))
+        };
         let with_proxy = |options: &ServeOptions, entry: ListenAddr| ServeOptions {
             proxy_protocol: entry.proxy_protocol,
             ..options.clone()
@@ -160,6 +163,7 @@ impl Server {
         // that probes are answered even when clients have taken every other one.
         let admin_options = ServeOptions {
             count_active: false,
+            max_connections: None,
             reserve: Some(FdReserve::new()),
             ..plain_options
         };
@@ -438,6 +442,7 @@ fn compile(
             table,
             certs,
             installed: true,
+            max_request_body: model.max_request_body,
         },
         errors,
         registry,

@@ -16,4 +16,6 @@ pub struct Snapshot {
     pub certs: Option<Arc<CertTable>>,
     /// Whether a source has delivered a model yet; before that nothing is routed (503) and `/readyz` fails.
     pub installed: bool,
+    /// Request bodies larger than this many bytes get 413 (`limits.maxRequestBody`); `None`: no limit.
+    pub max_request_body: Option<u64>,
 }

@@ -253,6 +253,8 @@ pub struct Metrics {
     closed_by_deadline: [[Counter; 2]; 2],
     /// By listener family.
     proxy_protocol_rejected: [Counter; 2],
+    /// By listener family.
+    over_connection_limit: [Counter; 2],
 }
 
 impl Default for Metrics {
@@ -308,6 +310,13 @@ impl Metrics {
             "Connections to PROXY protocol listeners closed without a valid PROXY header (malformed, \
              cut short, or not complete within timeouts.headerRead), by listener family",
             rejected.clone(),
+        );
+        let over_limit = Family::<FamilyLabels, Counter>::default();
+        registry.register(
+            "connections_over_limit",
+            "Client connections closed at once because their listener had limits.maxConnections open, by \
+             listener family",
+            over_limit.clone(),
         );
         let durations: HistogramFamily<DurationLabels> =
             Family::new_with_constructor(latency_histogram);
@@ -429,6 +438,11 @@ impl Metrics {
             }),
             proxy_protocol_rejected: fams.map(|family| {
                 rejected.get_or_create_owned(&FamilyLabels {
+                    family: family.label(),
+                })
+            }),
+            over_connection_limit: fams.map(|family| {
+                over_limit.get_or_create_owned(&FamilyLabels {
                     family: family.label(),
                 })
             }),
@@ -556,6 +570,11 @@ impl Metrics {
     /// Connections closed without a valid PROXY protocol header so far, both families.
     pub fn proxy_protocol_rejected_count(&self) -> u64 {
         self.proxy_protocol_rejected.iter().map(Counter::get).sum()
+    }
+
+    /// Counts a client connection to a listener of `family` closed because the listener was full.
+    pub fn connection_over_limit(&self, family: AddrFamily) {
+        self.over_connection_limit[family as usize].inc();
     }
 
     /// Counts a reload by its result.

@@ -75,7 +75,12 @@ async fn next_data(body: &mut Incoming) -> Option<Bytes> {
 async fn five_mib_post_is_echoed_byte_identical_over_both_families() {
     let up4 = Upstream::start("127.0.0.1:0").await;
     let up6 = Upstream::start("[::1]:0").await;
-    let p = TestProxy::start(&default_backend_yaml(&[up4.addr, up6.addr])).await;
+    // Over the default limits.maxRequestBody (1 MiB): uploads this size need a larger one.
+    let p = TestProxy::start(&format!(
+        "limits:\n  maxRequestBody: 8388608\n{}",
+        default_backend_yaml(&[up4.addr, up6.addr])
+    ))
+    .await;
     let payload = Bytes::from(pattern(5 * 1024 * 1024));
     let c = client();
     for v6 in [false, true, false, true] {

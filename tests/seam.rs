@@ -119,6 +119,7 @@ fn bootstrap() -> Bootstrap {
         listen_tls: Vec::new(),
         admin: Vec::new(),
         timeouts: ClientTimeouts::default(),
+        limits: Default::default(),
     }
 }
 

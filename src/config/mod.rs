@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::model::{
-    self, Backend, Bootstrap, ClientTimeouts, ListenAddr, Model, PathKind, PathRule, PemSource,
-    Protocol, Rule, TlsCert, TlsHost, UpstreamTimeouts,
+    self, Backend, Bootstrap, ClientTimeouts, ConnectionLimits, ListenAddr, Model, PathKind,
+    PathRule, PemSource, Protocol, Rule, TlsCert, TlsHost, UpstreamTimeouts,
 };
 
 pub use address::{parse_endpoint, parse_named, parse_range};
@@ -219,6 +219,7 @@ struct RawConfig {
     timeouts: Option<RawTimeouts>,
     connect_retries: Option<Spanned<i64>>,
     trusted_proxies: Option<Vec<Spanned<String>>>,
+    limits: Option<RawLimits>,
 }
 
 /// One `listen` or `listenTls` entry: an address (`"[::]:8080"`) or a map
@@ -364,6 +365,25 @@ struct RawTimeouts {
     client_write: Option<Spanned<String>>,
     drain: Option<Spanned<String>>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLimits {
+    max_connections: Option<Spanned<i64>>,
+    max_request_body: Option<Spanned<i64>>,
+    http2_max_concurrent_streams: Option<Spanned<i64>>,
+    http2_max_header_list_size: Option<Spanned<i64>>,
+    http2_max_pending_accept_reset_streams: Option<Spanned<i64>>,
+    http2_max_local_error_reset_streams: Option<Spanned<i64>>,
+}
+
+/// The largest `limits.maxConnections`.
+pub const MAX_CONNECTIONS_LIMIT: i64 = 16_777_216;
+/// The smallest and largest `limits.http2MaxHeaderListSize`: below 1 KiB ordinary requests do not fit; above
+/// 16 MiB one header block could hold that much memory.
+pub const HTTP2_HEADER_LIST_RANGE: (i64, i64) = (1024, 16 * 1024 * 1024);
+/// The largest value of the other HTTP/2 limits.
+pub const HTTP2_COUNT_LIMIT: i64 = 1_000_000;
 
 struct Validator<'a> {
     file: &'a str,
@@ -518,6 +538,7 @@ impl Validator<'_> {
             raw.trusted_proxies.as_deref().unwrap_or_default(),
         );
         let (client_timeouts, upstream_timeouts) = self.timeouts(raw.timeouts.unwrap_or_default());
+        let (limits, max_request_body) = self.limits(raw.limits.unwrap_or_default());
         let connect_retries = match raw.connect_retries {
             None => model::DEFAULT_CONNECT_RETRIES,
             Some(n) => match usize::try_from(n.value) {
@@ -539,6 +560,7 @@ impl Validator<'_> {
                     listen_tls,
                     admin,
                     timeouts: client_timeouts,
+                    limits,
                 },
                 model: Model {
                     tls,
@@ -550,6 +572,7 @@ impl Validator<'_> {
                     timeouts: upstream_timeouts,
                     connect_retries,
                     trusted_proxies,
+                    max_request_body,
                 },
             })
         } else {
@@ -678,6 +701,84 @@ impl Validator<'_> {
                 client_write: self.duration("clientWrite", raw.client_write, u.client_write),
             },
         )
+    }
+
+    /// The `limits` section: what is fixed at start, and the request body limit (`None`: no limit).
+    fn limits(&mut self, raw: RawLimits) -> (ConnectionLimits, Option<u64>) {
+        let d = ConnectionLimits::default();
+        let (lo, hi) = HTTP2_HEADER_LIST_RANGE;
+        let limits = ConnectionLimits {
+            max_connections: self.count(
+                "maxConnections",
+                raw.max_connections,
+                (1, MAX_CONNECTIONS_LIMIT),
+                d.max_connections,
+            ),
+            http2_max_concurrent_streams: self.count(
+                "http2MaxConcurrentStreams",
+                raw.http2_max_concurrent_streams,
+                (1, HTTP2_COUNT_LIMIT),
+                d.http2_max_concurrent_streams,
+            ),
+            http2_max_header_list_size: self.count(
+                "http2MaxHeaderListSize",
+                raw.http2_max_header_list_size,
+                (lo, hi),
+                d.http2_max_header_list_size,
+            ),
+            http2_max_pending_accept_reset_streams: self.count(
+                "http2MaxPendingAcceptResetStreams",
+                raw.http2_max_pending_accept_reset_streams,
+                (1, HTTP2_COUNT_LIMIT),
+                d.http2_max_pending_accept_reset_streams,
+            ),
+            http2_max_local_error_reset_streams: self.count(
+                "http2MaxLocalErrorResetStreams",
+                raw.http2_max_local_error_reset_streams,
+                (1, HTTP2_COUNT_LIMIT),
+                d.http2_max_local_error_reset_streams,
+            ),
+        };
+        let max_request_body = match raw.max_request_body {
+            None => Some(model::DEFAULT_MAX_REQUEST_BODY),
+            Some(n) => match u64::try_from(n.value) {
+                Ok(0) => None,
+                Ok(bytes) => Some(bytes),
+                Err(_) => {
+                    self.error(
+                        &n,
+                        "limits.maxRequestBody must be a number of bytes, 0 or more (0: no limit)"
+                            .to_string(),
+                    );
+                    None
+                }
+            },
+        };
+        (limits, max_request_body)
+    }
+
+    /// A whole number under `limits.<key>` within `lo..=hi`, else an error at the value and `default`.
+    fn count<T: TryFrom<i64>>(
+        &mut self,
+        key: &str,
+        raw: Option<Spanned<i64>>,
+        (lo, hi): (i64, i64),
+        default: T,
+    ) -> T {
+        let Some(raw) = raw else { return default };
+        match T::try_from(raw.value) {
+            Ok(v) if (lo..=hi).contains(&raw.value) => v,
+            _ => {
+                self.error(
+                    &raw,
+                    format!(
+                        "limits.{key} must be between {lo} and {hi}, not {}",
+                        raw.value
+                    ),
+                );
+                default
+            }
+        }
     }
 
     fn duration(&mut self, key: &str, raw: Option<Spanned<String>>, default: Duration) -> Duration {

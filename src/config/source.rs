@@ -73,8 +73,8 @@ async fn reload(
             if config.bootstrap != *started {
                 tracing::warn!(
                     file = %path.display(),
-                    "listen, listenTls, admin, timeouts.headerRead, timeouts.idle or timeouts.drain changed; \
-                     they take effect after a restart"
+                    "listen, listenTls, admin, timeouts.headerRead, timeouts.idle, timeouts.drain or limits \
+                     (other than maxRequestBody) changed; they take effect after a restart"
                 );
             }
             tracing::debug!(file = %path.display(), "configuration file read");

@@ -743,3 +743,60 @@ fn bad_ranges_and_zone_ids_are_errors_at_their_entry() {
         "{all:#?}"
     );
 }
+
+#[test]
+fn limits_default_and_configured() {
+    let f = file("backends: {}\n");
+    assert_eq!(f.bootstrap.limits, ConnectionLimits::default());
+    assert_eq!(
+        f.model.max_request_body,
+        Some(model::DEFAULT_MAX_REQUEST_BODY)
+    );
+    let f = file(
+        "limits:\n  maxConnections: 10\n  maxRequestBody: 2048\n  http2MaxConcurrentStreams: 5\n  \
+         http2MaxHeaderListSize: 8192\n  http2MaxPendingAcceptResetStreams: 3\n  \
+         http2MaxLocalErrorResetStreams: 4\n",
+    );
+    assert_eq!(
+        f.bootstrap.limits,
+        ConnectionLimits {
+            max_connections: 10,
+            http2_max_concurrent_streams: 5,
+            http2_max_header_list_size: 8192,
+            http2_max_pending_accept_reset_streams: 3,
+            http2_max_local_error_reset_streams: 4,
+        }
+    );
+    assert_eq!(f.model.max_request_body, Some(2048));
+    // 0: no body limit, as nginx's client_max_body_size 0.
+    assert_eq!(ok("limits:\n  maxRequestBody: 0\n").max_request_body, None);
+}
+
+#[test]
+fn bad_limits_point_at_their_values() {
+    let all = errors("limits:\n  maxConnections: -1\n  http2MaxHeaderListSize: 20000000\n");
+    assert_eq!(
+        all,
+        [
+            "f.yaml:2:19: limits.maxConnections must be between 1 and 16777216, not -1",
+            "f.yaml:3:27: limits.http2MaxHeaderListSize must be between 1024 and 16777216, not 20000000",
+        ]
+    );
+    let e = error("limits:\n  maxRequestBody: -1\n");
+    assert!(e.starts_with("f.yaml:2:19: limits.maxRequestBody"), "{e}");
+    let e = error("limits:\n  maxConnection: 5\n");
+    assert!(e.starts_with("f.yaml:2:3: "), "{e}");
+    assert!(e.contains("maxConnection"), "{e}");
+}
+
+#[test]
+fn kubernetes_mode_accepts_limits() {
+    let f = parse_for(
+        "f.yaml",
+        "limits:\n  maxConnections: 7\n  maxRequestBody: 10\n",
+        Mode::Kubernetes,
+    )
+    .unwrap();
+    assert_eq!(f.bootstrap.limits.max_connections, 7);
+    assert_eq!(f.model.max_request_body, Some(10));
+}

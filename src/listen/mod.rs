@@ -2,6 +2,7 @@
 //! accept loop that serves HTTP/1.1 and HTTP/2 (prior knowledge) on each, with its connection deadlines.
 
 mod activity;
+mod limit;
 mod proxy_protocol;
 mod reserve;
 mod serve;

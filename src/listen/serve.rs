@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::activity::Activity;
+use super::limit::{ConnectionLimit, Counted};
 use super::proxy_protocol::{self, Prefixed};
 use super::reserve::{AcceptErrors, FdReserve};
 use crate::http_types::{canonical_peer, ConnInfo, ProxyBody};
-use crate::model::ClientTimeouts;
+use crate::model::{ClientTimeouts, ConnectionLimits};
 use crate::telemetry::{AddrFamily, Deadline, Metrics};
 use crate::tls::accept::handshake;
 use crate::tls::CertTable;
@@ -48,8 +49,12 @@ where
     }
 }
 
-/// The connection builder with the proxy's limits and timeouts.
-pub fn http_builder(timeouts: &ClientTimeouts) -> Builder<TokioExecutor> {
+/// The connection builder with the proxy's limits and timeouts. Every HTTP/2 protection hyper and h2 offer
+/// is set explicitly from `limits`, so none depends on a library default.
+pub fn http_builder(
+    timeouts: &ClientTimeouts,
+    limits: &ConnectionLimits,
+) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -61,7 +66,14 @@ pub fn http_builder(timeouts: &ClientTimeouts) -> Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        // Also bounds a header block's CONTINUATION frames: h2 closes the connection (GOAWAY
+        // ENHANCE_YOUR_CALM) after about this size over 16 KiB frames (CVE-2024-27316 and relatives).
+        .max_header_list_size(limits.http2_max_header_list_size)
+        // Rapid reset (CVE-2023-44487): streams opened and reset before they are served.
+        .max_pending_accept_reset_streams(limits.http2_max_pending_accept_reset_streams)
+        // Streams reset by the proxy because the client broke the protocol on them (RUSTSEC-2024-0003).
+        .max_local_error_reset_streams(limits.http2_max_local_error_reset_streams)
         .keep_alive_interval(Some(timeouts.idle / 2))
         .keep_alive_timeout(timeouts.idle / 2);
     builder
@@ -97,6 +109,9 @@ pub struct ServeOptions {
     /// Whether every connection starts with a PROXY protocol header (v1 or v2) naming the client; it must
     /// arrive within `header_read` of the accept.
     pub proxy_protocol: bool,
+    /// Open connections allowed on this listener (`None`: no limit); one over it is closed at once and
+    /// counted.
+    pub max_connections: Option<usize>,
 }
 
 impl ServeOptions {
@@ -110,6 +125,7 @@ impl ServeOptions {
             idle: timeouts.idle,
             reserve: None,
             proxy_protocol: false,
+            max_connections: None,
         }
     }
 }
@@ -133,6 +149,7 @@ pub async fn serve<H: ConnHandler>(
     let family = AddrFamily::of(&local);
     let connections = TaskTracker::new();
     let mut errors = AcceptErrors::new(local);
+    let mut limit = ConnectionLimit::new(options.max_connections, local);
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -165,6 +182,14 @@ pub async fn serve<H: ConnHandler>(
                 }
             }
         };
+        let Some(slot) = limit.admit() else {
+            // Over the limit: closed at once (the accept loop never waits for a slot, so it never spins).
+            if let Some(m) = &options.metrics {
+                m.connection_over_limit(family);
+            }
+            drop(stream);
+            continue;
+        };
         let deadline = Instant::now() + options.header_read;
         let _ = stream.set_nodelay(true);
         // The local address of the accepted socket: the real destination even on a wildcard listener.
@@ -174,6 +199,8 @@ pub async fn serve<H: ConnHandler>(
             local,
             tls: None,
         };
+        // The slot lives as long as the socket, also when an upgrade hands it to a splice.
+        let stream = Counted::new(stream, slot);
         let (builder, handler, options, stop) = (
             builder.clone(),
             handler.clone(),
@@ -229,12 +256,12 @@ pub async fn serve<H: ConnHandler>(
 /// it names (the connection's own peer for `LOCAL` and `UNKNOWN`), with the bytes after the header read
 /// first. `None`, counted, when no valid header arrives in time; `None` as well when `stop` fires first (a
 /// connection without a request has nothing to drain).
-async fn proxied(
-    mut stream: tokio::net::TcpStream,
+async fn proxied<S: AsyncRead + Unpin>(
+    mut stream: S,
     conn: ConnInfo,
     limits: &Limits<'_>,
     stop: &CancellationToken,
-) -> Option<(Prefixed<tokio::net::TcpStream>, ConnInfo)> {
+) -> Option<(Prefixed<S>, ConnInfo)> {
     let read = tokio::time::timeout_at(limits.deadline, proxy_protocol::read_header(&mut stream));
     let read = tokio::select! {
         read = read => read,

@@ -24,6 +24,7 @@ pub fn grpc(status: StatusCode, detail: &str) -> Response<ProxyBody> {
         | StatusCode::MISDIRECTED_REQUEST => "14",
         StatusCode::GATEWAY_TIMEOUT => "4",
         StatusCode::NOT_FOUND => "12",
+        StatusCode::PAYLOAD_TOO_LARGE => "8",
         _ => "2",
     };
     let mut resp = Response::new(

@@ -2,6 +2,7 @@
 //! a short 4xx/5xx.
 
 mod body;
+mod body_limit;
 mod error;
 pub mod forwarded;
 pub mod hop;
@@ -176,6 +177,10 @@ async fn route_and_forward<'s>(
     if let Some(resp) = refuse_malformed(&req) {
         return (resp, None, None);
     }
+    let (version, body_limit) = (req.version(), snapshot.max_request_body);
+    if body_limit::declared_over(&req, body_limit) {
+        return (body_limit::too_large(version, body_limit, fail), None, None);
+    }
     if host.is_none() && req.version() == Version::HTTP_11 {
         return (
             error_response(StatusCode::BAD_REQUEST, "missing Host header"),
@@ -261,6 +266,7 @@ async fn route_and_forward<'s>(
     let upgrade = hop::strip(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
+    let (body, over_limit) = body_limit::cap(body, body_limit);
     let mut headers = parts.headers;
     if let Some(authority) = parts.uri.authority() {
         if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
@@ -305,13 +311,19 @@ async fn route_and_forward<'s>(
     };
     let result = crate::upstream::forward(
         head,
-        body.map_err(BoxError::from),
+        body,
         backend,
         table.timeouts.response,
         &shared.metrics,
     )
     .await;
     match result {
+        // The body passed limits.maxRequestBody and the upstream request was aborted.
+        Err(e) if over_limit.get() => (
+            body_limit::too_large(version, body_limit, fail),
+            e.endpoint(),
+            Some(backend),
+        ),
         Ok((resp, endpoint)) => (
             relay(
                 shared,
