@@ -217,7 +217,12 @@ where
     K::DynamicType: Default + Eq + Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, config).default_backoff().reflect(writer);
+    // The stores keep what translation reads; the server-side bookkeeping that often outweighs an
+    // object (managedFields, kubectl's copy of the whole object in an annotation) is dropped on arrival.
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(strip_bookkeeping)
+        .reflect(writer);
     let (changed, metrics) = (changed.clone(), metrics.clone());
     tasks.spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -236,6 +241,18 @@ where
     });
     reader
 }
+
+/// Drops `metadata.managedFields` and the `kubectl.kubernetes.io/last-applied-configuration` annotation.
+fn strip_bookkeeping<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
+}
+
+/// The annotation `kubectl apply` keeps a copy of the whole object in.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// What the status writer needs after each translation.
 #[derive(Debug, Clone, Default)]

@@ -610,9 +610,28 @@ fn tls_host(text: &str) -> Result<TlsHost, String> {
     parse_host_rule(text).map(TlsHost::Name)
 }
 
+/// `namespace/ingress/service:port`, built without the formatting machinery (it runs once per path of
+/// every Ingress on every translation).
+fn service_backend_name(key: &IngressKey, service: &str, port: PortRef<'_>) -> String {
+    let number;
+    let port = match port {
+        PortRef::Number(n) => {
+            number = n.to_string();
+            number.as_str()
+        }
+        PortRef::Name(name) => name,
+    };
+    let parts = [key.namespace.as_str(), "/", &key.name, "/", service, ":", port];
+    let mut name = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        name.push_str(p);
+    }
+    name
+}
+
 /// The model name of an Ingress backend, `namespace/ingress/service:port`, and what it points at.
 fn backend_target<'b>(key: &IngressKey, backend: &'b IngressBackend) -> (String, Target<'b>) {
-    let prefix = format!("{}/{}", key.namespace, key.name);
+    let prefix = || format!("{}/{}", key.namespace, key.name);
     if let Some(service) = &backend.service {
         let port = service.port.as_ref().and_then(|p| {
             match (p.number, p.name.as_deref().filter(|n| !n.is_empty())) {
@@ -623,14 +642,14 @@ fn backend_target<'b>(key: &IngressKey, backend: &'b IngressBackend) -> (String,
         });
         return match port {
             Some(port) => (
-                format!("{prefix}/{}:{port}", service.name),
+                service_backend_name(key, &service.name, port),
                 Target::Service {
                     name: &service.name,
                     port,
                 },
             ),
             None => (
-                format!("{prefix}/{}", service.name),
+                format!("{}/{}", prefix(), service.name),
                 Target::Unusable(
                     "bad-backend",
                     format!(
@@ -643,7 +662,7 @@ fn backend_target<'b>(key: &IngressKey, backend: &'b IngressBackend) -> (String,
     }
     match &backend.resource {
         Some(r) => (
-            format!("{prefix}/{}:{}", r.kind, r.name),
+            format!("{}/{}:{}", prefix(), r.kind, r.name),
             Target::Unusable(
                 "bad-backend",
                 format!(
@@ -653,7 +672,7 @@ fn backend_target<'b>(key: &IngressKey, backend: &'b IngressBackend) -> (String,
             ),
         ),
         None => (
-            format!("{prefix}/-"),
+            format!("{}/-", prefix()),
             Target::Unusable(
                 "bad-backend",
                 "backend names neither a service nor a resource".to_string(),
