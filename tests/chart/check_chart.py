@@ -4,8 +4,12 @@
 For every values file in tests/chart/values/ the chart is validated against values.schema.json, linted in
 strict mode and rendered with the Helm v4 library (helm-python-sdk); every rendered object is validated
 offline with kubernetes-validate (strict) for Kubernetes 1.30 and the newest bundled version, and the
-properties the chart promises are asserted. The ClusterRole and Role are compared with what the binary
-says it needs (`dualstack-ingress --print-rbac`).
+properties the chart promises are asserted, among them that the ConfigMap holds exactly the timeouts,
+limits and proxy settings that are set, and that the binary accepts it with the rendered args
+(`--kubernetes --config FILE --check`). For every whole-number setting (httpsRedirectPort, connectRetries,
+each limit) the schema's bounds are compared with the proxy's, the binary must accept the chart's bounds as
+rendered, and the schema and the binary must refuse the values just outside the proxy's. The ClusterRole and
+Role are compared with what the binary says it needs (`dualstack-ingress --print-rbac`).
 
 The defaults case is then run: the binary gets the rendered Deployment's args and env (downward-API values
 filled in) and the rendered ConfigMap's file, with the listen, TLS and admin addresses as rendered
@@ -65,8 +69,37 @@ REQUIRED_CASES = {
     "require-dualstack": ("LoadBalancer", "RequireDualStack", ["IPv6", "IPv4"], False, False),
     "hpa-servicemonitor": ("LoadBalancer", "PreferDualStack", None, True, True),
 }
-CONFIG_KEYS = {"listen", "listenTls", "admin", "redirectToHttps", "httpsRedirectPort", "timeouts"}
-TIMEOUT_KEYS = {"headerRead", "idle", "connect", "response", "drain"}
+CONFIG_KEYS = {"listen", "listenTls", "admin", "redirectToHttps", "httpsRedirectPort", "trustedProxies",
+               "connectRetries", "timeouts", "limits"}
+TIMEOUT_KEYS = {"headerRead", "idle", "connect", "response", "upstreamRead", "clientWrite", "drain"}
+# The whole-number settings of the proxy's configuration file and the bounds it enforces (src/config/mod.rs),
+# by their path under `config` in the values, which is their path in the file.
+PROXY_BOUNDS = {
+    "httpsRedirectPort": (0, 65535),
+    "connectRetries": (0, 16),
+    "limits.maxConnections": (1, 16_777_216),
+    "limits.maxRequestBody": (0, 2**63 - 1),
+    "limits.http2MaxConcurrentStreams": (1, 1_000_000),
+    "limits.http2MaxHeaderListSize": (1024, 16_777_216),
+    "limits.http2MaxPendingAcceptResetStreams": (1, 1_000_000),
+    "limits.http2MaxLocalErrorResetStreams": (1, 1_000_000),
+}
+# Where the schema is stricter than the proxy: port 0 names no port; Helm reads the numbers of values files
+# as float64, exact up to 2^53-1 (8 PiB), so a larger body limit would reach the file rounded.
+CHART_BOUNDS = {"httpsRedirectPort": (1, 65535), "limits.maxRequestBody": (0, 2**53 - 1)}
+# What some cases must render into the configuration file, pinned so that editing a values file cannot
+# weaken it: a big body limit must stay a whole number (not 1.073741824e+10), 0 must not be dropped as empty.
+REQUIRED_CONFIG = {
+    "limits": {
+        "limits": {"maxConnections": 65536, "maxRequestBody": 10_737_418_240, "http2MaxConcurrentStreams": 256,
+                   "http2MaxHeaderListSize": 131072, "http2MaxPendingAcceptResetStreams": 50,
+                   "http2MaxLocalErrorResetStreams": 2048},
+        "connectRetries": 16,
+        "trustedProxies": ["10.0.0.0/8", "fd00::/8", "192.0.2.1"],
+        "httpsRedirectPort": 8443,
+    },
+    "no-body-limit": {"limits": {"maxRequestBody": 0}, "connectRetries": 0},
+}
 
 
 class Checks:
@@ -129,6 +162,49 @@ def uses_wildcard(rules: list[dict[str, Any]]) -> bool:
 def load_values(path: Path) -> dict[str, Any]:
     # Helm's own YAML reader, as `helm install -f FILE` uses.
     return helm.values_from_yaml(path.read_text()) or {}
+
+
+def nested(path: str, value: Any) -> dict[str, Any]:
+    """{"a": {"b": value}} for "a.b"."""
+    for key in reversed(path.split(".")):
+        value = {key: value}
+    return value
+
+
+def lookup(tree: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        tree = (tree or {}).get(key)
+    return tree
+
+
+def set_values(config: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a values map that are set: null (the proxy's default) and empty maps left out."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            v = set_values(v)
+            if v:
+                out[k] = v
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def listen_entry(entry: Any) -> tuple[str, bool]:
+    """(address, proxyProtocol) of a listen or listenTls entry: a string or {address, proxyProtocol}."""
+    if isinstance(entry, dict):
+        return entry["address"], entry.get("proxyProtocol", False)
+    return entry, False
+
+
+def binary_check(config_text: str, args: list[str] | None = None) -> subprocess.CompletedProcess:
+    """`dualstack-ingress ARGS --check` on a configuration file with this text; ARGS are the rendered
+    Deployment's (--config pointed at the file), else `--kubernetes --config FILE`."""
+    with tempfile.TemporaryDirectory(prefix="chart-check-") as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(config_text)
+        flags = with_config(args, str(path)) if args else ["--kubernetes", "--config", str(path)]
+        return subprocess.run([binary_path(), *flags, "--check"], capture_output=True, text=True, timeout=60)
 
 
 def render(chart: helm.Chart, values: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
@@ -404,15 +480,24 @@ def check_case(chart: helm.Chart, case: str, values: dict[str, Any],
     check(f"{case}: config file has only Kubernetes-mode keys", set(config) <= CONFIG_KEYS, sorted(config))
     check(f"{case}: config timeouts complete", set(config.get("timeouts", {})) == TIMEOUT_KEYS, config.get("timeouts"))
 
+    want_pp = merged["config"]["proxyProtocol"]
+
     def families(key: str, port: int) -> None:
-        addrs = config.get(key)
+        entries = config.get(key)
         try:
-            parsed = [socket_addr(a) for a in addrs]
-        except (TypeError, ValueError) as e:
+            pairs = [listen_entry(e) for e in entries]
+            parsed = [socket_addr(a) for a, _ in pairs]
+        except (TypeError, ValueError, KeyError) as e:
             check(f"{case}: config {key} addresses parse", False, e)
             return
         check(f"{case}: config {key} is a list on 0.0.0.0 and [::]",
-              sorted((str(ip), p) for ip, p in parsed) == sorted([("0.0.0.0", port), ("::", port)]), addrs)
+              sorted((str(ip), p) for ip, p in parsed) == sorted([("0.0.0.0", port), ("::", port)]), entries)
+        if key == "admin":
+            check(f"{case}: config admin addresses are plain", all(isinstance(e, str) for e in entries), entries)
+        else:
+            check(f"{case}: config {key} proxyProtocol {want_pp} on every address",
+                  all(pp is want_pp for _, pp in pairs) and (want_pp or all(isinstance(e, str) for e in entries)),
+                  entries)
 
     families("listen", ports.get("http"))
     families("admin", ports.get("admin"))
@@ -423,8 +508,33 @@ def check_case(chart: helm.Chart, case: str, values: dict[str, Any],
         check(f"{case}: no listenTls without https", "listenTls" not in config, config)
         check(f"{case}: no https port without https", "https" not in ports, ports)
     check(f"{case}: redirectToHttps from values", config.get("redirectToHttps") == merged["config"]["redirectToHttps"])
-    check(f"{case}: redirects name the Service's HTTPS port", config.get("httpsRedirectPort") == merged["service"]["ports"]["https"],
-          config.get("httpsRedirectPort"))
+    redirect_port = merged["config"].get("httpsRedirectPort")
+    if redirect_port is None:
+        check(f"{case}: redirects name the Service's HTTPS port",
+              config.get("httpsRedirectPort") == merged["service"]["ports"]["https"], config.get("httpsRedirectPort"))
+    else:
+        check(f"{case}: redirects name config.httpsRedirectPort", config.get("httpsRedirectPort") == redirect_port,
+              config.get("httpsRedirectPort"))
+    check(f"{case}: config timeouts from values", config.get("timeouts") == merged["config"]["timeouts"],
+          config.get("timeouts"))
+    # Only what is set is written; null keys and empty lists leave the proxy's defaults.
+    proxies = merged["config"]["trustedProxies"]
+    check(f"{case}: trustedProxies {'from values' if proxies else 'absent'}", config.get("trustedProxies") == (proxies or None),
+          config.get("trustedProxies"))
+    retries = merged["config"].get("connectRetries")
+    check(f"{case}: connectRetries {'from values' if retries is not None else 'absent'}",
+          config.get("connectRetries") == retries and ("connectRetries" in config) == (retries is not None),
+          config.get("connectRetries"))
+    want_limits = set_values(merged["config"].get("limits") or {})
+    got_limits = config.get("limits")
+    check(f"{case}: limits {'exactly the set values' if want_limits else 'absent'}",
+          (got_limits == want_limits if want_limits else "limits" not in config), got_limits)
+    check(f"{case}: limits are whole numbers", all(type(v) is int for v in (got_limits or {}).values()), got_limits)
+    for key, value in REQUIRED_CONFIG.get(case, {}).items():
+        check(f"{case}: renders {key}: {value}", config.get(key) == value, config.get(key))
+    r = binary_check(cm["data"]["config.yaml"], args)
+    check(f"{case}: the binary accepts the rendered config with the rendered args (--check)", r.returncode == 0,
+          (r.returncode, r.stderr[-1000:]))
     check(f"{case}: config checksum annotation on the pods", "checksum/config" in pod["metadata"].get("annotations", {}))
 
     # Probes on the admin port.
@@ -621,6 +731,14 @@ def check_rejections(chart: helm.Chart) -> None:
         "duration without unit": {"config": {"timeouts": {"drain": "30"}}},
         "unknown top-level key": {"replicas": 3},
         "log format": {"controller": {"logFormat": "xml"}},
+        "maxRequestBody -1": {"config": {"limits": {"maxRequestBody": -1}}},
+        "maxRequestBody with a unit": {"config": {"limits": {"maxRequestBody": "10Mi"}}},
+        "maxRequestBody not whole": {"config": {"limits": {"maxRequestBody": 1.5}}},
+        "unknown limits key": {"config": {"limits": {"maxBodySize": 1048576}}},
+        "zero duration": {"config": {"timeouts": {"upstreamRead": "0s"}}},
+        "trustedProxies with a zone id": {"config": {"trustedProxies": ["fe80::1%eth0/64"]}},
+        "trustedProxies with a host name": {"config": {"trustedProxies": ["lb.example.com"]}},
+        "proxyProtocol not a boolean": {"config": {"proxyProtocol": "v2"}},
     }
     for name, values in schema_bad.items():
         try:
@@ -628,6 +746,7 @@ def check_rejections(chart: helm.Chart) -> None:
             check(f"schema rejects {name}", False, values)
         except helm.HelmError:
             check(f"schema rejects {name}", True)
+    check_bounds(chart)
     render_bad = {
         "terminationGracePeriodSeconds not above the drain": {"terminationGracePeriodSeconds": 30},
         "HPA without a metric": {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}},
@@ -639,6 +758,60 @@ def check_rejections(chart: helm.Chart) -> None:
         except helm.HelmError as e:
             check(f"render rejects {name}", True)
             check(f"render error for {name} explains itself", "must exceed" in str(e) or "autoscaling" in str(e), e)
+
+
+def check_bounds(chart: helm.Chart) -> None:
+    """The schema's bounds of every whole-number setting are the proxy's (or the stricter CHART_BOUNDS), the
+    binary accepts the chart's bounds rendered into the ConfigMap, and both the schema and the binary refuse
+    the values just outside the proxy's bounds."""
+    config_schema = chart.schema["properties"]["config"]["properties"]
+    limits_schema = config_schema.get("limits", {})
+    check("schema: config.limits has exactly the proxy's limits, nothing else",
+          set(limits_schema.get("properties", {})) == {p.split(".", 1)[1] for p in PROXY_BOUNDS if p.startswith("limits.")}
+          and limits_schema.get("additionalProperties") is False, sorted(limits_schema.get("properties", {})))
+    edges: dict[str, dict[str, Any]] = {"low": {}, "high": {}}
+    for path, (lo, hi) in PROXY_BOUNDS.items():
+        clo, chi = CHART_BOUNDS.get(path, (lo, hi))
+        s = lookup({k: v.get("properties", v) for k, v in config_schema.items()}, path) or {}
+        check(f"schema: config.{path} is a whole number from {clo} to {chi}, or null for the default",
+              s.get("minimum") == clo and s.get("maximum") == chi and sorted(s.get("type", [])) == ["integer", "null"], s)
+        for value, ok in dict.fromkeys([(clo, True), (chi, True), (clo - 1, False), (chi + 1, False), (lo - 1, False),
+                                        (hi + 1, False)]):
+            try:
+                chart.validate_schema({"config": nested(path, value)})
+                accepted = True
+            except helm.HelmError:
+                accepted = False
+            check(f"schema {'accepts' if ok else 'rejects'} config.{path}: {value}", accepted == ok)
+        for value, ok in ((lo, True), (hi, True), (lo - 1, False), (hi + 1, False)):
+            r = binary_check(yaml.safe_dump(nested(path, value)))
+            check(f"the binary {'accepts' if ok else 'rejects'} {path}: {value} (--kubernetes --check)",
+                  r.returncode == 0 if ok else r.returncode == 1 and "config.yaml:" in r.stderr,
+                  (r.returncode, r.stderr[-500:]))
+        edges["low"] = merge(edges["low"], nested(path, clo))
+        edges["high"] = merge(edges["high"], nested(path, chi))
+    for name, values in edges.items():
+        try:
+            objects, _ = render(chart, {"config": values})
+        except helm.HelmError as e:
+            check(f"every whole-number setting at the schema's {name} bound renders", False, e)
+            continue
+        cm = by_kind(objects, "ConfigMap")[0]
+        config = yaml.safe_load(cm["data"]["config.yaml"])
+        got = {path: lookup(config, path) for path in PROXY_BOUNDS}
+        want = {path: lookup(values, path) for path in PROXY_BOUNDS}
+        check(f"every whole-number setting at the schema's {name} bound renders exactly", got == want,
+              {p: (got[p], want[p]) for p in got if got[p] != want[p]})
+        r = binary_check(cm["data"]["config.yaml"])
+        check(f"the binary accepts the ConfigMap with every whole-number setting at the schema's {name} bound",
+              r.returncode == 0, (r.returncode, r.stderr[-500:]))
+
+
+def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 # ------------------------------------------------------------------------------ running the rendered pod
@@ -853,7 +1026,9 @@ def check_rendered_run(objects: list[dict[str, Any]]) -> None:
     if not check(f"{case}: the binary and the test API server example exist",
                  os.access(binary, os.X_OK) and os.access(api_server, os.X_OK), (binary, api_server)):
         return
-    bound = list(config.get("listen", [])) + list(config.get("listenTls", [])) + list(config.get("admin", []))
+    plain = [listen_entry(e)[0] for e in config.get("listen", [])]
+    tls = [listen_entry(e)[0] for e in config.get("listenTls", [])]
+    bound = plain + tls + list(config.get("admin", []))
     busy = [why for why in map(port_in_use, bound) if why]
     if not check(f"{case}: the rendered listen, TLS and admin addresses are free on this machine", not busy,
                  f"cannot run the binary with the rendered addresses, in use: {busy}"):
@@ -904,10 +1079,10 @@ def check_rendered_run(objects: list[dict[str, Any]]) -> None:
             # connect timeout per endpoint): the requests of both families run while the rest is checked.
             pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
             proxied = {addr: pool.submit(http_get, *reach(addr), "/", {"Host": "api.example.com"}, 30)
-                       for addr in config.get("listen", [])}
+                       for addr in plain}
             pool.shutdown(wait=False)
 
-            for addr in config.get("listen", []):
+            for addr in plain:
                 host, port = reach(addr)
                 # app.example.com has the certificate of the Secret web-tls and redirectToHttps is on. The
                 # Location names the Service's HTTPS port (443 by default: no port in the URL).
@@ -921,7 +1096,7 @@ def check_rendered_run(objects: list[dict[str, Any]]) -> None:
                       f"https://app.example.com (listen {addr})", ok, got)
 
             demo = ssl.PEM_cert_to_DER_cert((ROOT / "config" / "certs" / "demo.crt").read_text())
-            for addr in config.get("listenTls", []):
+            for addr in tls:
                 host, port = reach(addr)
                 try:
                     got = tls_certificate(host, port, "app.example.com") == demo

@@ -96,6 +96,24 @@ e.g. ["0.0.0.0:8080","[::]:8080"]. Call with (dict "addrs" LIST "port" PORT).
 {{- end }}
 
 {{/*
+Data-plane listen entries for one port on every bind address, as a JSON list: the plain socket addresses,
+or with proxyProtocol maps such as {"address":"[::]:8080","proxyProtocol":true}.
+Call with (dict "addrs" LIST "port" PORT "proxyProtocol" BOOL).
+*/}}
+{{- define "dualstack-ingress.listenAddrs" -}}
+{{- $addrs := include "dualstack-ingress.socketAddrs" . | fromJsonArray }}
+{{- if .proxyProtocol }}
+{{- $out := list }}
+{{- range $addrs }}
+{{- $out = append $out (dict "address" . "proxyProtocol" true) }}
+{{- end }}
+{{- toJson $out }}
+{{- else }}
+{{- toJson $addrs }}
+{{- end }}
+{{- end }}
+
+{{/*
 A duration such as 500ms, 30s, 2m or 1h, in whole seconds (rounded up).
 */}}
 {{- define "dualstack-ingress.seconds" -}}
