@@ -2,7 +2,8 @@
 //! accept loop that serves HTTP/1.1 and HTTP/2 (prior knowledge) on each, with its connection deadlines.
 
 mod activity;
-mod proxy_protocol;
+#[doc(hidden)]
+pub mod proxy_protocol;
 mod reserve;
 mod serve;
 
