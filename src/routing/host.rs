@@ -46,13 +46,16 @@ pub fn parse<'a>(authority: &'a str, scratch: &'a mut String) -> RequestHost<'a>
             _ => RequestHost::Invalid,
         };
     }
-    if host.parse::<Ipv4Addr>().is_ok() {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    // `10.0.0.1.` is the same IPv4 address (as resolvers and browsers read it), not a name.
+    if name.parse::<Ipv4Addr>().is_ok() {
         return RequestHost::IpLiteral;
     }
-    if host.contains(['[', ']']) {
+    // No bracket outside an IP literal, and no empty label (`a..b`, `a..`), as nginx refuses them.
+    if host.contains(['[', ']']) || host.contains("..") {
         return RequestHost::Invalid;
     }
-    let host = host.strip_suffix('.').unwrap_or(host);
+    let host = name;
     if host.is_empty() {
         return RequestHost::Invalid;
     }
@@ -126,6 +129,13 @@ mod tests {
             ("[v1.fe]", RequestHost::Invalid),
             ("a[::1]", RequestHost::Invalid),
             ("x[]", RequestHost::Invalid),
+            // Also found by fuzzing: with its trailing dot an IPv4 address was taken for a name.
+            ("12.0.0.82.", RequestHost::IpLiteral),
+            ("12.0.0.82.:80", RequestHost::IpLiteral),
+            ("12.0.0.82..", RequestHost::Invalid),
+            ("a..", RequestHost::Invalid),
+            ("a..b:80", RequestHost::Invalid),
+            ("..", RequestHost::Invalid),
         ];
         for (text, want) in cases {
             let mut scratch = String::new();
