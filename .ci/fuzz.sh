@@ -35,5 +35,5 @@ for t in "${targets[@]}"; do
     echo "fuzz target $t failed; the input is in $artifacts/"
     exit 1
   fi
-  grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
+  grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
 done
