@@ -14,8 +14,8 @@ targets=(host_authority config_loader proxy_header forwarded)
 # them with RUSTC_BOOTSTRAP=1.
 export RUSTC_BOOTSTRAP=1
 # The fuzz crate is built with the main crate's Kubernetes parts switched off (fuzz/Cargo.toml), AddressSanitizer
-# off (`--sanitizer none`: the crate forbids unsafe code) and 16 codegen units, which keeps a build from
-# scratch within a few minutes on two cores; see README.md, "Fuzzing".
+# off (`--sanitizer none`: the crate forbids unsafe code) and 16 codegen units, which brings a build from
+# scratch to about 12 CPU-minutes (6 to 7 minutes on two idle cores); see README.md, "Fuzzing".
 build=(--sanitizer none --codegen-units 16 --target-dir "$cache/fuzz-target")
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
