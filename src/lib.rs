@@ -6,6 +6,7 @@ pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod http_types;
+#[cfg(feature = "kubernetes")]
 pub mod k8s;
 pub mod listen;
 pub mod model;

@@ -10,10 +10,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use dualstack_ingress::config;
+#[cfg(feature = "kubernetes")]
+use dualstack_ingress::k8s;
 use dualstack_ingress::server::Server;
 use dualstack_ingress::telemetry::{self, LogFormat};
 use dualstack_ingress::tls::CertStore;
-use dualstack_ingress::{config, k8s};
 
 /// mimalloc: measurably cheaper than glibc's malloc for the many small, short-lived allocations of the
 /// request path (see loadtests/README.md).
@@ -44,22 +46,28 @@ struct Cli {
     /// --check: print it and exit).
     #[arg(long, value_name = "DIR")]
     manifests: Option<PathBuf>,
+    #[cfg(feature = "kubernetes")]
     /// The legacy `kubernetes.io/ingress.class` annotation value that selects this controller.
     #[arg(long, value_name = "NAME", default_value = k8s::DEFAULT_INGRESS_CLASS)]
     ingress_class: String,
+    #[cfg(feature = "kubernetes")]
     /// The IngressClass `spec.controller` value this controller owns.
     #[arg(long, value_name = "NAME", default_value = k8s::DEFAULT_CONTROLLER_NAME)]
     controller_name: String,
+    #[cfg(feature = "kubernetes")]
     /// Only watch Ingresses (and their Services, EndpointSlices, Secrets) in this namespace.
     #[arg(long, value_name = "NS")]
     watch_namespace: Option<String>,
+    #[cfg(feature = "kubernetes")]
     /// The Service whose addresses go into Ingress status (its load-balancer addresses, or for NodePort the
     /// nodes' addresses).
     #[arg(long, value_name = "NS/NAME", conflicts_with = "publish_address")]
     publish_service: Option<String>,
+    #[cfg(feature = "kubernetes")]
     /// Addresses to put into Ingress status, comma-separated, any mix of families.
     #[arg(long, value_name = "IP,...", value_delimiter = ',')]
     publish_address: Vec<std::net::IpAddr>,
+    #[cfg(feature = "kubernetes")]
     /// Namespace of the leader-election Lease.
     #[arg(
         long,
@@ -83,8 +91,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.print_rbac {
-        println!("{:#}", k8s::controller::rbac_json());
-        return ExitCode::SUCCESS;
+        return print_rbac();
     }
     if cli.check {
         return match (&cli.manifests, &cli.config) {
@@ -133,7 +140,41 @@ fn mode(cli: &Cli) -> config::Mode {
     }
 }
 
+/// `--print-rbac`: the RBAC rules the controller needs.
+#[cfg(feature = "kubernetes")]
+fn print_rbac() -> ExitCode {
+    println!("{:#}", k8s::controller::rbac_json());
+    ExitCode::SUCCESS
+}
+
+/// Why `--kubernetes`, `--manifests` and `--print-rbac` are refused by a binary built without the controller.
+#[cfg(not(feature = "kubernetes"))]
+const NO_CONTROLLER: &str =
+    "this binary was built without the Kubernetes ingress controller (cargo feature `kubernetes`)";
+
+#[cfg(not(feature = "kubernetes"))]
+fn no_controller() -> ExitCode {
+    eprintln!("error: {NO_CONTROLLER}");
+    ExitCode::from(2)
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn print_rbac() -> ExitCode {
+    no_controller()
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn check_manifests(_: &std::path::Path, _: &Cli) -> ExitCode {
+    no_controller()
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn run_controller(_: Cli, _: Signals) -> anyhow::Result<()> {
+    anyhow::bail!(NO_CONTROLLER)
+}
+
 /// Which Ingresses are ours, from the flags.
+#[cfg(feature = "kubernetes")]
 fn k8s_options(cli: &Cli) -> k8s::Options {
     k8s::Options {
         ingress_class: cli.ingress_class.clone(),
@@ -143,6 +184,7 @@ fn k8s_options(cli: &Cli) -> k8s::Options {
 }
 
 /// `--manifests DIR --check`: the routing table and every problem; 1 when anything is wrong.
+#[cfg(feature = "kubernetes")]
 fn check_manifests(dir: &std::path::Path, cli: &Cli) -> ExitCode {
     if let Some(path) = &cli.config {
         if let Err(errors) = config::load_for(path, config::Mode::Kubernetes) {
@@ -283,6 +325,7 @@ impl Signals {
 }
 
 /// `--kubernetes` and `--manifests DIR`: the controller's sources on the standalone proxy's server.
+#[cfg(feature = "kubernetes")]
 async fn run_controller(cli: Cli, mut signals: Signals) -> anyhow::Result<()> {
     let file = match &cli.config {
         Some(path) => config::load_for(path, config::Mode::Kubernetes)

@@ -1,6 +1,7 @@
 //! The ingress controller as a user runs it: the real binary with `--kubernetes`, its real kube client
 //! pointed by a kubeconfig at the in-test API server, real upstreams on `127.0.0.1` and `[::1]`, and
 //! traffic through the proxy on both families.
+#![cfg(feature = "kubernetes")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 
 mod support;

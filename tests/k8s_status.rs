@@ -2,6 +2,7 @@
 //! client: the addresses to publish (explicit, LoadBalancer, NodePort), status reconciliation (both
 //! families, no needless writes, removal from Ingresses no longer owned, one failed write), the Lease
 //! election (one leader, hand-over, stepping down when the API server is gone) and Events.
+#![cfg(feature = "kubernetes")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 
 mod support;

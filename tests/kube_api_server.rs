@@ -1,6 +1,7 @@
 //! The test Kubernetes API server (`tests/support/kube_api.rs`) against the real `kube` client: lists,
 //! watches through `kube::runtime`, selectors, a restart that forces a relist, status patches, leases through
 //! `kube-lease-manager`, and an unavailable server.
+#![cfg(feature = "kubernetes")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assumption fails the test
 
 mod support;

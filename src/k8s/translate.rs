@@ -621,7 +621,15 @@ fn service_backend_name(key: &IngressKey, service: &str, port: PortRef<'_>) -> S
         }
         PortRef::Name(name) => name,
     };
-    let parts = [key.namespace.as_str(), "/", &key.name, "/", service, ":", port];
+    let parts = [
+        key.namespace.as_str(),
+        "/",
+        &key.name,
+        "/",
+        service,
+        ":",
+        port,
+    ];
     let mut name = String::with_capacity(parts.iter().map(|p| p.len()).sum());
     for p in parts {
         name.push_str(p);

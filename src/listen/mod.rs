@@ -3,7 +3,8 @@
 
 mod activity;
 mod limit;
-mod proxy_protocol;
+#[doc(hidden)]
+pub mod proxy_protocol;
 mod reserve;
 mod serve;
 

@@ -110,6 +110,12 @@ fn parse(buf: &[u8]) -> Result<Option<Header>, HeaderError> {
     if cr + 1 >= buf.len() {
         return Ok(None);
     }
+    // The line ends with CR LF; a CR followed by anything else would take a byte of the client's stream.
+    if buf[cr + 1] != b'\n' {
+        return Err(HeaderError::Invalid(
+            "v1 header line does not end with CR LF".into(),
+        ));
+    }
     let header =
         v1::Header::try_from(&buf[..cr + 2]).map_err(|e| HeaderError::Invalid(e.to_string()))?;
     let source = match header.addresses {
@@ -278,6 +284,16 @@ mod tests {
         assert!(matches!(
             read(b"PROXY TCP4 1.2.3.4").await,
             Err(HeaderError::Closed)
+        ));
+        // Found by the `proxy_header` fuzz target: a CR not followed by LF ended an `UNKNOWN` line, and the
+        // byte after it (the client's) was swallowed as if it were the LF.
+        assert!(matches!(
+            read(b"PROXY UNKNOWN \n\r\r\nP").await,
+            Err(HeaderError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse(b"PROXY UNKNOWN\rGET / HTTP/1.1\r\n"),
+            Err(HeaderError::Invalid(_))
         ));
         let long = [b'P'; 200];
         assert!(matches!(read(&long).await, Err(HeaderError::Invalid(_))));

@@ -87,7 +87,7 @@ pub fn apply(headers: &mut HeaderMap, side: &ClientSide<'_>) {
     let _ = write!(xff, "{}", side.client);
     set(headers, &X_FORWARDED_FOR, &xff);
 
-    let mut fwd = joined(headers, &http::header::FORWARDED);
+    let mut fwd = joined_forwarded(headers);
     if !fwd.is_empty() {
         fwd.push_str(", ");
     }
@@ -155,6 +155,81 @@ fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(name.clone(), v);
     }
+}
+
+/// The `Forwarded` values that are valid RFC 7239 lists, joined with `, `. A malformed value is dropped,
+/// not extended: an unterminated quoted string in it would swallow the element this proxy appends.
+fn joined_forwarded(headers: &HeaderMap) -> String {
+    let mut out = String::new();
+    for v in headers.get_all(&http::header::FORWARDED) {
+        if let Some(s) = v.to_str().ok().filter(|s| is_forwarded_list(s)) {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(s);
+        }
+    }
+    out
+}
+
+/// Whether `value` is an RFC 7239 `Forwarded` list: elements separated by `,`, each of `;`-separated
+/// `token=value` pairs, a value being a token or a quoted string. White space is allowed around `,` and
+/// `;`, and empty elements are tolerated (RFC 9110 section 5.6.1.2); at least one pair is required.
+fn is_forwarded_list(value: &str) -> bool {
+    let b = value.as_bytes();
+    let text = |c: u8| c == b'\t' || (b' '..=b'~').contains(&c);
+    let mut i = 0;
+    let mut pairs = 0;
+    while i < b.len() {
+        match b[i] {
+            b' ' | b'\t' | b',' | b';' => {
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let name = i;
+        while i < b.len() && is_tchar(b[i]) {
+            i += 1;
+        }
+        if i == name || b.get(i) != Some(&b'=') {
+            return false;
+        }
+        i += 1;
+        if b.get(i) == Some(&b'"') {
+            i += 1;
+            loop {
+                match b.get(i) {
+                    Some(b'"') => break,
+                    Some(b'\\') if b.get(i + 1).is_some_and(|&c| text(c)) => i += 2,
+                    Some(&c) if c != b'\\' && text(c) => i += 1,
+                    _ => return false,
+                }
+            }
+            i += 1;
+        } else {
+            let start = i;
+            while i < b.len() && is_tchar(b[i]) {
+                i += 1;
+            }
+            if i == start {
+                return false;
+            }
+        }
+        pairs += 1;
+        while i < b.len() && matches!(b[i], b' ' | b'\t') {
+            i += 1;
+        }
+        if i < b.len() && !matches!(b[i], b',' | b';') {
+            return false;
+        }
+    }
+    pairs > 0
+}
+
+/// An RFC 9110 token character.
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
 /// RFC 7239 values are tokens or quoted strings; a host with `:` or `[` must be quoted.
@@ -282,6 +357,40 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "[::1]:8080");
         assert_eq!(h["x-forwarded-port"], "8080");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    /// Found by the `forwarded` fuzz target: an unterminated quoted string in a client's `Forwarded` ran to
+    /// the end of the joined value, so the element this proxy appended no longer parsed as one.
+    #[test]
+    fn malformed_forwarded_values_are_dropped_not_extended() {
+        let h = run(
+            "2001:db8::1",
+            None,
+            &[
+                ("forwarded", "for=\"[2001:db8::7"),
+                ("forwarded", "for=192.0.2.1;proto=https"),
+                ("forwarded", "for=a b"),
+                ("forwarded", "for=\"x\\"),
+                ("forwarded", ", ;"),
+            ],
+        );
+        assert_eq!(
+            h["forwarded"],
+            "for=192.0.2.1;proto=https, for=\"[2001:db8::1]\";proto=http"
+        );
+        for ok in [
+            "for=1.2.3.4",
+            "for=\"[2001:db8::1]:80\"; proto=http , by=_x",
+            "For=\"\\\"\";;",
+            "for=a,,for=b",
+        ] {
+            assert!(is_forwarded_list(ok), "{ok}");
+        }
+        for bad in [
+            "", "for", "for=", "=a", "for=\"a", "for=a b", "for=a=b", ", ;",
+        ] {
+            assert!(!is_forwarded_list(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The request host, parsed per RFC 3986 from a `Host` header or an absolute-form authority.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// What the request names as its host, ready for rule matching.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,10 +38,24 @@ pub fn parse<'a>(authority: &'a str, scratch: &'a mut String) -> RequestHost<'a>
     {
         return RequestHost::Invalid;
     }
-    if host.starts_with('[') || host.parse::<Ipv4Addr>().is_ok() {
+    // `http::uri::Authority` checks only where the brackets are: what is inside them must be an IPv6
+    // address (RFC 3986 IP-literal), and a bracket anywhere else is not a host character at all.
+    if let Some(literal) = host.strip_prefix('[') {
+        return match literal.strip_suffix(']') {
+            Some(inner) if is_ipv6_literal(inner) => RequestHost::IpLiteral,
+            _ => RequestHost::Invalid,
+        };
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    // `10.0.0.1.` is the same IPv4 address (as resolvers and browsers read it), not a name.
+    if name.parse::<Ipv4Addr>().is_ok() {
         return RequestHost::IpLiteral;
     }
-    let host = host.strip_suffix('.').unwrap_or(host);
+    // No bracket outside an IP literal, and no empty label (`a..b`, `a..`), as nginx refuses them.
+    if host.contains(['[', ']']) || host.contains("..") {
+        return RequestHost::Invalid;
+    }
+    let host = name;
     if host.is_empty() {
         return RequestHost::Invalid;
     }
@@ -53,6 +67,20 @@ pub fn parse<'a>(authority: &'a str, scratch: &'a mut String) -> RequestHost<'a>
     } else {
         RequestHost::Name(host)
     }
+}
+
+/// The inside of `[...]`: an IPv6 address, optionally with an RFC 6874 zone id (`fe80::1%25eth0`).
+fn is_ipv6_literal(inner: &str) -> bool {
+    let (addr, zone) = match inner.split_once("%25") {
+        Some((addr, zone)) => (addr, Some(zone)),
+        None => (inner, None),
+    };
+    addr.parse::<Ipv6Addr>().is_ok()
+        && zone.is_none_or(|z| {
+            !z.is_empty()
+                && z.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        })
 }
 
 #[cfg(test)]
@@ -79,6 +107,35 @@ mod tests {
             ("u@h:80", RequestHost::Invalid),
             (":80", RequestHost::Invalid),
             ("example.com:http", RequestHost::Invalid),
+            ("[fe80::1%25eth0]:80", RequestHost::IpLiteral),
+            ("[::ffff:10.0.0.1]", RequestHost::IpLiteral),
+        ];
+        for (text, want) in cases {
+            let mut scratch = String::new();
+            assert_eq!(parse(text, &mut scratch), want, "{text:?}");
+        }
+    }
+
+    /// Found by the `host_authority` fuzz target: `http::uri::Authority` accepts any text in brackets, so
+    /// these were routed as IP literals or names (and forwarded verbatim) instead of answered 400.
+    #[test]
+    fn brackets_hold_an_ipv6_address_and_nothing_else() {
+        let cases = [
+            ("[::ffff:127f:10.1]:80", RequestHost::Invalid),
+            ("[zz]", RequestHost::Invalid),
+            ("[]:80", RequestHost::Invalid),
+            ("[127.0.0.1]", RequestHost::Invalid),
+            ("[fe80::1%25]", RequestHost::Invalid),
+            ("[v1.fe]", RequestHost::Invalid),
+            ("a[::1]", RequestHost::Invalid),
+            ("x[]", RequestHost::Invalid),
+            // Also found by fuzzing: with its trailing dot an IPv4 address was taken for a name.
+            ("12.0.0.82.", RequestHost::IpLiteral),
+            ("12.0.0.82.:80", RequestHost::IpLiteral),
+            ("12.0.0.82..", RequestHost::Invalid),
+            ("a..", RequestHost::Invalid),
+            ("a..b:80", RequestHost::Invalid),
+            ("..", RequestHost::Invalid),
         ];
         for (text, want) in cases {
             let mut scratch = String::new();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+#[cfg(feature = "kubernetes")]
 pub mod kube_api;
 pub mod running;
 
