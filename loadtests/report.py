@@ -240,7 +240,7 @@ def chart(records, path):
         ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the legend
         ax2.set_ylim(0, ax2.get_ylim()[1] * 1.3)
         ax.set_xticks(range(len(proxies)))
-        ax.set_xticklabels(proxies, fontsize=8)
+        ax.set_xticklabels([p.replace(" --", "\n--") for p in proxies], fontsize=8)
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left", ncol=3)

@@ -762,7 +762,7 @@ ensure_upstream
 
 version_of() {
   case "$1" in
-    ours) echo "$("$BIN" --version | awk '{print $2}') ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ', modified'))" ;;
+    ours|ours1) echo "$("$BIN" --version | awk '{print $2}') ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ', modified'))" ;;
     nginx) "$NGINX" -v 2>&1 | sed 's|.*nginx/||' ;;
     haproxy) "$HAPROXY" -v | head -n1 | awk '{print $3}' ;;
     envoy) "$ENVOY" --version | sed -n 's|.*version: [0-9a-f]*/\([^/]*\)/.*|\1|p' ;;
