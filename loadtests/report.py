@@ -3,9 +3,9 @@
 per line), renders them as Markdown with the ratios of our proxy to each peer, and checks a smoke run.
 
   report.py record  --results R.jsonl --proxy P --scenario S --family F --oha OHA.json
-                    --cpu-ticks N --wall SECONDS [--set key=value ...]
+                    --cpu-ticks N [--cpu-user-ticks U --cpu-sys-ticks S] --wall SECONDS [--set key=value ...]
   report.py note    --results R.jsonl --proxy P --scenario S [--family F] [--set key=value ...]
-  report.py render  --results R.jsonl --meta META.json --out latest.md
+  report.py render  --results R.jsonl --meta META.json --out latest.md [--chart latest.svg]
   report.py check   --results R.jsonl        # exit 1 on any error, non-2xx or failed record
 """
 
@@ -73,6 +73,9 @@ def cmd_record(a):
         "cpu_s": cpu_s,
         "wall_s": a.wall,
         "cpu_us_per_req": (cpu_s / responses * 1e6) if responses else None,
+        # utime and stime (fields 14 and 15 of /proc/PID/stat) apart: user space and kernel per request.
+        "user_us_per_req": (a.cpu_user_ticks / clk / responses * 1e6) if responses and a.cpu_user_ticks is not None else None,
+        "sys_us_per_req": (a.cpu_sys_ticks / clk / responses * 1e6) if responses and a.cpu_sys_ticks is not None else None,
         "cpu_util": cpu_s / a.wall if a.wall else None,
         # Busy time of the proxy's CPU not spent by the proxy (other processes, interrupts) over the wall time.
         "other_load": max(0.0, (a.cpu_busy_ticks - a.cpu_ticks) / clk / a.wall) if a.wall and a.cpu_busy_ticks is not None else None,
@@ -85,7 +88,8 @@ def cmd_record(a):
         flag = f"  <-- errors {rec['errors']} {errors} non-2xx {rec['non_2xx']}"
     print(
         f"  {a.proxy:18} {a.scenario:20} {a.family:4} {rec['rps']:>10.0f} req/s  p50 {rec['p50_ms']:.2f} ms"
-        f"  p99 {rec['p99_ms']:.2f} ms  CPU {fmt(rec['cpu_us_per_req'], 1)} us/req ({fmt_pct(rec['cpu_util'])}, other load {fmt_pct(rec['other_load'])}){flag}"
+        f"  p99 {rec['p99_ms']:.2f} ms  CPU {fmt(rec['cpu_us_per_req'], 1)} us/req (user {fmt(rec['user_us_per_req'], 1)}, kernel {fmt(rec['sys_us_per_req'], 1)};"
+        f" {fmt_pct(rec['cpu_util'])}, other load {fmt_pct(rec['other_load'])}){flag}"
     )
 
 
@@ -130,7 +134,123 @@ def failures(records):
     return bad
 
 
-def render(records, meta):
+MEASURED = ("1-keepalive", "2-conn-per-request", "3-h2", "7-tls")
+
+
+def is_ours(proxy):
+    return proxy == OURS or proxy.startswith(OURS + " ")
+
+
+def row_order(r):
+    return (not is_ours(r["proxy"]), r["proxy"], r.get("family") or "", r.get("repeat", 1))
+
+
+def spread(values, digits, unit=""):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    lo, hi = min(values), max(values)
+    if f"{lo:,.{digits}f}" == f"{hi:,.{digits}f}":
+        return f"{lo:,.{digits}f}{unit}"
+    return f"{lo:,.{digits}f}–{hi:,.{digits}f}{unit}"
+
+
+def groups(records):
+    """Measured runs grouped by (scenario, proxy, family), ours first, in the order proxies were run."""
+    out = {}
+    for r in records:
+        if r.get("scenario") in MEASURED and "rps" in r:
+            out.setdefault((r["scenario"], r["proxy"], r["family"]), []).append(r)
+    return out
+
+
+def summary_rows(records):
+    g = groups(records)
+    order = {p: i for i, p in enumerate(dict.fromkeys(r["proxy"] for r in records))}
+    rows = []
+    for (scenario, proxy, family), rs in sorted(
+        g.items(), key=lambda kv: (MEASURED.index(kv[0][0]), not is_ours(kv[0][1]), order[kv[0][1]], kv[0][2])
+    ):
+        rows.append(
+            [
+                scenario,
+                proxy,
+                family,
+                spread([r.get("user_us_per_req") for r in rs], 1),
+                spread([r.get("sys_us_per_req") for r in rs], 1),
+                spread([r.get("cpu_us_per_req") for r in rs], 1),
+                spread([r.get("p99_ms") for r in rs], 2),
+                spread([r.get("rps") for r in rs], 0),
+            ]
+        )
+    return rows
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    n = len(values)
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+
+
+def chart(records, path):
+    """CPU per request (user and kernel stacked, median over repeats) and p99 per proxy, client family and
+    scenario, as an SVG (or PNG, by the extension). Returns False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("report: matplotlib is not installed; no chart drawn", file=sys.stderr)
+        return False
+    g = groups(records)
+    scenarios = [s for s in MEASURED if any(k[0] == s for k in g)]
+    if not scenarios:
+        return False
+    proxies = list(dict.fromkeys(r["proxy"] for r in sorted(records, key=row_order) if r.get("scenario") in MEASURED and "rps" in r))
+    fig, axes = plt.subplots(len(scenarios), 1, figsize=(10, 3.2 * len(scenarios)), squeeze=False)
+    width = 0.38
+    for ax, scenario in zip(axes[:, 0], scenarios):
+        ax2 = ax.twinx()
+        for j, family in enumerate(("ipv4", "ipv6")):
+            xs, users, kernels, p99s = [], [], [], []
+            for i, proxy in enumerate(proxies):
+                rs = g.get((scenario, proxy, family))
+                if not rs:
+                    continue
+                xs.append(i + (j - 0.5) * width)
+                user = median([r.get("user_us_per_req") for r in rs])
+                kernel = median([r.get("sys_us_per_req") for r in rs])
+                if user is None or kernel is None:  # records from before the split: total only
+                    user, kernel = median([r.get("cpu_us_per_req") for r in rs]), 0.0
+                users.append(user)
+                kernels.append(kernel)
+                p99s.append(median([r.get("p99_ms") for r in rs]))
+            if not xs:
+                continue
+            hatch = "" if family == "ipv4" else "//"
+            ax.bar(xs, users, width, color="#4c72b0", hatch=hatch, edgecolor="white", label=f"user ({family})")
+            ax.bar(xs, kernels, width, bottom=users, color="#dd8452", hatch=hatch, edgecolor="white", label=f"kernel ({family})")
+            ax2.plot(xs, p99s, "D", color="black" if family == "ipv4" else "#555555", label=f"p99 ({family})")
+        ax.set_title(SCENARIOS[scenario])
+        ax.set_ylabel("proxy CPU µs per request")
+        ax2.set_ylabel("p99 ms")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the legend
+        ax2.set_ylim(0, ax2.get_ylim()[1] * 1.3)
+        ax.set_xticks(range(len(proxies)))
+        ax.set_xticklabels([p.replace(" --", "\n--") for p in proxies], fontsize=8)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left", ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Date": None} if path.endswith(".svg") else None)
+    plt.close(fig)
+    return True
+
+
+def render(records, meta, chart=None):
     out = []
     w = out.append
     mode = meta.get("mode", "full")
@@ -142,13 +262,20 @@ def render(records, meta):
     w(
         f"- each run: {meta.get('duration')} s of `oha` per scenario and client family; proxy under test pinned "
         f"to CPU {meta.get('proxy_cpu')}, `oha` and the upstream to CPU {meta.get('client_cpu')} (`taskset`); "
-        "one worker/thread per proxy; access logs off"
+        "one worker/thread per proxy (ours: the default runtime, one worker on the pinned core; "
+        "`--threads 1` rows: a single-threaded runtime); access logs off"
     )
+    if (meta.get("repeat") or 1) > 1:
+        w(
+            f"- repeats: {meta['repeat']}, interleaved (every selected proxy once per round, in turn), so that the "
+            "machine's drift reaches all of them; ranges are the lowest and highest of the repeats"
+        )
     if meta.get("note"):
         w(f"- note: {meta['note']}")
     w("- versions: " + ", ".join(f"{k} {v}" for k, v in sorted((meta.get("versions") or {}).items())))
     w("")
     w(
+        "`user` and `kernel` are the proxy's `utime` and `stime` (fields 14 and 15 of `/proc/PID/stat`) per request. "
         "`CPU us/req` is the user+system CPU time of the proxy's whole process tree (from `/proc/PID/stat` "
         "before and after the run) divided by the responses; `CPU use` is that CPU time over the wall time "
         "(100% = the proxy's core was saturated; less means the client side, on the other core, was the limit, "
@@ -172,32 +299,50 @@ def render(records, meta):
             params = re.sub(r"/tmp/dualstack-loadtest\.[^/ ]+/certs/", "", params)
             w(f"`oha {params}` (and the same against `[::1]` for the ipv6 rows)")
             w("")
-        w("| proxy | client | req/s | p50 ms | p99 ms | errors | non-2xx | proxy CPU us/req | proxy CPU use | other load on its CPU |")
-        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for r in rows:
+        w("| proxy | client | round | req/s | p50 ms | p99 ms | errors | non-2xx | proxy CPU us/req | user us/req | kernel us/req | proxy CPU use | other load on its CPU |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in sorted(rows, key=row_order):
             if r.get("na"):
-                w(f"| {r['proxy']} | {r.get('family') or '-'} | n/a: {r['na']} | | | | | | | |")
+                w(f"| {r['proxy']} | {r.get('family') or '-'} | | n/a: {r['na']} | | | | | | | | | |")
                 continue
             if "rps" not in r:
-                w(f"| {r['proxy']} | {r.get('family') or '-'} | failed: {r.get('failed')} | | | | | | | |")
+                w(f"| {r['proxy']} | {r.get('family') or '-'} | {r.get('repeat', 1)} | failed: {r.get('failed')} | | | | | | | | | |")
                 continue
             w(
-                f"| {r['proxy']} | {r['family']} | {fmt(r['rps'])} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} "
-                f"| {r['errors']} | {r['non_2xx']} | {fmt(r['cpu_us_per_req'], 1)} | {fmt_pct(r['cpu_util'])} "
-                f"| {fmt_pct(r.get('other_load'))} |"
+                f"| {r['proxy']} | {r['family']} | {r.get('repeat', 1)} | {fmt(r['rps'])} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} "
+                f"| {r['errors']} | {r['non_2xx']} | {fmt(r['cpu_us_per_req'], 1)} | {fmt(r.get('user_us_per_req'), 1)} "
+                f"| {fmt(r.get('sys_us_per_req'), 1)} | {fmt_pct(r['cpu_util'])} | {fmt_pct(r.get('other_load'))} |"
             )
+        w("")
+
+    summary = summary_rows(records)
+    if summary:
+        w("## CPU per request and p99, by proxy")
+        w("")
+        w("Lowest–highest over the repeats (one value when there was one run). Lower is better.")
+        w("")
+        if chart:
+            w(f"![CPU per request (user and kernel stacked) and p99 per proxy and scenario]({chart})")
+            w("")
+        w("| scenario | proxy | client | user us/req | kernel us/req | total us/req | p99 ms | req/s |")
+        w("|---|---|---|---:|---:|---:|---:|---:|")
+        for row in summary:
+            w("| " + " | ".join(row) + " |")
         w("")
 
     ratios = ratio_rows(records)
     if ratios:
-        w(f"## Ratios: {OURS} divided by each peer")
+        w("## Ratios: our proxy divided by each peer")
         w("")
-        w("req/s above 1 and CPU/request and p99 below 1 favour our proxy.")
+        w(
+            "req/s above 1 and CPU per request and p99 below 1 favour our proxy. With repeats, each round's run of "
+            "ours is divided by the same round's run of the peer, and the range over the rounds is shown."
+        )
         w("")
-        w("| peer | scenario | client | req/s | CPU per request | p99 |")
-        w("|---|---|---|---:|---:|---:|")
-        for peer, scenario, family, rps, cpu, p99 in ratios:
-            w(f"| {peer} | {scenario} | {family} | {rps} | {cpu} | {p99} |")
+        w("| ours | peer | scenario | client | req/s | CPU per request | user CPU | kernel CPU | p99 |")
+        w("|---|---|---|---|---:|---:|---:|---:|---:|")
+        for row in ratios:
+            w("| " + " | ".join(row) + " |")
         w("")
 
     swaps = family_rows("4-hot-swap")
@@ -297,29 +442,31 @@ def render(records, meta):
 
 
 def ratio_rows(records):
-    ours = {(r["scenario"], r["family"]): r for r in records if r["proxy"] == OURS and "rps" in r}
+    g = groups(records)
+    ours = [p for p in dict.fromkeys(r["proxy"] for r in records) if is_ours(p)]
+    peers = [p for p in dict.fromkeys(r["proxy"] for r in records) if not is_ours(p)]
     rows = []
-    peers = []
-    for r in records:
-        if r["proxy"] != OURS and r["proxy"] not in peers:
-            peers.append(r["proxy"])
-    for peer in peers:
-        for r in records:
-            if r["proxy"] != peer or "rps" not in r or r["scenario"] not in ("1-keepalive", "2-conn-per-request", "3-h2", "7-tls"):
-                continue
-            o = ours.get((r["scenario"], r["family"]))
-            if not o:
-                continue
-            rows.append(
-                (
-                    peer,
-                    r["scenario"],
-                    r["family"],
-                    ratio(o["rps"], r["rps"]),
-                    ratio(o["cpu_us_per_req"], r["cpu_us_per_req"]),
-                    ratio(o["p99_ms"], r["p99_ms"]),
-                )
-            )
+    for o in ours:
+        for peer in peers:
+            for scenario in MEASURED:
+                for family in ("ipv4", "ipv6"):
+                    mine = {r.get("repeat", 1): r for r in g.get((scenario, o, family), [])}
+                    theirs = {r.get("repeat", 1): r for r in g.get((scenario, peer, family), [])}
+                    rounds = sorted(set(mine) & set(theirs))
+                    if not rounds:
+                        continue
+
+                    def rr(key):
+                        vals = []
+                        for k in rounds:
+                            a, b = mine[k].get(key), theirs[k].get(key)
+                            if a is not None and b:
+                                vals.append(a / b)
+                        return spread(vals, 2, "x")
+
+                    rows.append(
+                        [o, peer, scenario, family, rr("rps"), rr("cpu_us_per_req"), rr("user_us_per_req"), rr("sys_us_per_req"), rr("p99_ms")]
+                    )
     return rows
 
 
@@ -327,16 +474,22 @@ def cmd_render(a):
     records = load(a.results)
     with open(a.meta) as f:
         meta = json.load(f)
-    text = render(records, meta)
+    drawn = None
+    if a.chart and chart(records, a.chart):
+        drawn = os.path.relpath(a.chart, os.path.dirname(os.path.abspath(a.out)))
+    text = render(records, meta, drawn)
     tmp = a.out + ".tmp"
     with open(tmp, "w") as f:
         f.write(text + "\n")
     os.rename(tmp, a.out)
     rows = ratio_rows(records)
     if rows:
-        print(f"\nRatios, {OURS} / peer (req/s: >1 is better for us; CPU per request and p99: <1 is better for us):")
-        for peer, scenario, family, rps, cpu, p99 in rows:
-            print(f"  vs {peer:8} {scenario:20} {family:4}  req/s {rps:>7}  CPU/req {cpu:>7}  p99 {p99:>7}")
+        print("\nRatios, ours / peer (req/s: >1 is better for us; CPU per request and p99: <1 is better for us):")
+        for o, peer, scenario, family, rps, cpu, user, kernel, p99 in rows:
+            print(
+                f"  {o:30} vs {peer:8} {scenario:20} {family:4}  req/s {rps:>11}  CPU/req {cpu:>11}"
+                f"  user {user:>11}  kernel {kernel:>11}  p99 {p99:>11}"
+            )
 
 
 def cmd_check(a):
@@ -367,6 +520,8 @@ def main():
     r.add_argument("--oha", required=True)
     r.add_argument("--cpu-ticks", type=int, required=True)
     r.add_argument("--cpu-busy-ticks", type=int)
+    r.add_argument("--cpu-user-ticks", type=int)
+    r.add_argument("--cpu-sys-ticks", type=int)
     r.add_argument("--wall", type=float, required=True)
     r.add_argument("--set", action="append")
     n = sub.add_parser("note")
@@ -379,6 +534,7 @@ def main():
     d.add_argument("--results", required=True)
     d.add_argument("--meta", required=True)
     d.add_argument("--out", required=True)
+    d.add_argument("--chart", help="draw CPU per request and p99 into this SVG/PNG and embed it")
     c = sub.add_parser("check")
     c.add_argument("--results", required=True)
     a = ap.parse_args()

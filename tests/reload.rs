@@ -330,3 +330,85 @@ async fn in_flight_request_finishes_on_the_table_it_started_with() {
     let seen = get(&p.url(false, "/delay/1000"), &[]).await;
     assert_eq!(seen.status, 504, "{}", seen.body);
 }
+
+/// An HTTP/1.1 upstream on `bind` that counts the connections it accepts and answers every request with
+/// a short keep-alive response.
+async fn counting_upstream(
+    bind: &str,
+) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let (addr, task) = spawn_server(bind, move |stream| {
+        count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let svc = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                    Bytes::from_static(b"ok\n"),
+                )))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        }
+    })
+    .await;
+    (addr, accepted, task)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_survive_a_reload_that_keeps_the_backend() {
+    let (v4, v4_conns, _t4) = counting_upstream("127.0.0.1:0").await;
+    let (v6, v6_conns, _t6) = counting_upstream("[::1]:0").await;
+    let config = |extra: &str| {
+        format!("defaultBackend: b\nbackends:\n  b:\n    endpoints: [\"{v4}\", \"{v6}\"]\n{extra}")
+    };
+    let p = TestProxy::start_watched(&config("")).await;
+    let c = client();
+    // Sequential requests, with and without a body: one connection per endpoint carries them all.
+    for i in 0..20 {
+        let body = if i % 2 == 0 {
+            Bytes::new()
+        } else {
+            Bytes::from_static(b"payload")
+        };
+        let req = Request::post(p.url(i % 4 < 2, "/"))
+            .body(Full::new(body))
+            .unwrap();
+        let seen = send(&c, req).await;
+        assert_eq!(seen.status, 200, "{}", seen.body);
+    }
+    assert_eq!(
+        v4_conns.load(Ordering::SeqCst),
+        1,
+        "IPv4 endpoint connections"
+    );
+    assert_eq!(
+        v6_conns.load(Ordering::SeqCst),
+        1,
+        "IPv6 endpoint connections"
+    );
+
+    // A reload that changes the routes but keeps backend "b" as it was keeps its pools.
+    let (ok0, _) = p.server().metrics().reload_counts();
+    p.rewrite(&config(
+        "routes:\n  - host: other.test\n    paths:\n      - path: /\n        backend: b\n",
+    ));
+    wait_until("the reload is applied", Duration::from_secs(10), || async {
+        p.server().metrics().reload_counts().0 > ok0
+    })
+    .await;
+    for i in 0..10 {
+        let seen = get(&p.url(i % 2 == 0, "/"), &[]).await;
+        assert_eq!(seen.status, 200, "{}", seen.body);
+    }
+    assert_eq!(
+        v4_conns.load(Ordering::SeqCst),
+        1,
+        "IPv4 connections after the reload"
+    );
+    assert_eq!(
+        v6_conns.load(Ordering::SeqCst),
+        1,
+        "IPv6 connections after the reload"
+    );
+}

@@ -23,9 +23,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
@@ -66,7 +66,7 @@ pub struct Guarded {
 
 enum Source {
     /// Polled in place; no watchdog yet.
-    Direct(Incoming),
+    Direct(UpstreamBody),
     /// Shared with the `clientWrite` watchdog, which may take it away.
     Watched(Arc<Watch>),
     /// Finished, failed or cut.
@@ -75,7 +75,7 @@ enum Source {
 
 /// What a body shares with its watchdog.
 struct Watch {
-    body: Mutex<Option<Incoming>>,
+    body: Mutex<Option<UpstreamBody>>,
     base: Instant,
     /// One plus the nanoseconds after `base` at which the last frame was handed to hyper, or 0 while hyper
     /// is polling (a wait for the upstream is `upstreamRead`'s business).
@@ -94,7 +94,7 @@ impl Watch {
 impl Guarded {
     /// Wraps `body` with the deadlines of `upstream_read` and `client_write`.
     pub fn new(
-        body: Incoming,
+        body: UpstreamBody,
         upstream_read: Duration,
         client_write: Duration,
         parties: Parties,

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{Entry, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -78,98 +78,101 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 }
 
 /// Appends the client to `X-Forwarded-For` and `Forwarded`, and sets `X-Forwarded-Proto`, `-Host` and
-/// `-Port` (a trusted peer's own values of these are kept).
+/// `-Port` (a trusted peer's own values of these are kept). Each header is looked up once (one hash of
+/// its name through the entry API), and the text of both lists is built in one buffer.
 pub fn apply(headers: &mut HeaderMap, side: &ClientSide<'_>) {
-    let mut xff = joined(headers, &X_FORWARDED_FOR);
-    if !xff.is_empty() {
-        xff.push_str(", ");
-    }
-    let _ = write!(xff, "{}", side.client);
-    set(headers, &X_FORWARDED_FOR, &xff);
+    let mut buf = String::with_capacity(96);
+    let _ = write!(buf, "{}", side.client);
+    append_to_list(headers, &X_FORWARDED_FOR, &buf, |_| true);
 
-    let mut fwd = joined_forwarded(headers);
-    if !fwd.is_empty() {
-        fwd.push_str(", ");
-    }
+    buf.clear();
     match side.client {
         IpAddr::V4(ip) => {
-            let _ = write!(fwd, "for={ip}");
+            let _ = write!(buf, "for={ip}");
         }
         IpAddr::V6(ip) => {
-            let _ = write!(fwd, "for=\"[{ip}]\"");
+            let _ = write!(buf, "for=\"[{ip}]\"");
         }
     }
-    let _ = write!(fwd, ";proto={}", side.proto);
+    buf.push_str(";proto=");
+    buf.push_str(side.proto);
     if let Some(host) = side.host {
-        fwd.push_str(";host=");
-        push_token_or_quoted(&mut fwd, host);
+        buf.push_str(";host=");
+        push_token_or_quoted(&mut buf, host);
     }
-    set(headers, &http::header::FORWARDED, &fwd);
+    // A malformed incoming value is dropped, not extended: an unterminated quoted string in it would
+    // swallow the element appended here.
+    append_to_list(headers, &http::header::FORWARDED, &buf, is_forwarded_list);
 
-    let keep =
-        |headers: &HeaderMap, name: &HeaderName| side.trusted_peer && headers.contains_key(name);
-    if !keep(headers, &X_FORWARDED_PROTO) {
-        headers.insert(
-            X_FORWARDED_PROTO.clone(),
-            HeaderValue::from_static(side.proto),
-        );
-    }
+    let trusted = side.trusted_peer;
+    // A trusted load balancer's own values win; anyone else's are replaced.
+    set_unless_trusted(headers, &X_FORWARDED_PROTO, trusted, || {
+        Some(HeaderValue::from_static(side.proto))
+    });
     // A trusted load balancer's X-Forwarded-Host names what its own client asked for.
-    if !keep(headers, &X_FORWARDED_HOST) {
-        set_host(headers, side.host);
-    }
-    if !keep(headers, &X_FORWARDED_PORT) {
-        headers.insert(
-            X_FORWARDED_PORT.clone(),
-            HeaderValue::from(side.listener_port),
-        );
-    }
+    set_unless_trusted(headers, &X_FORWARDED_HOST, trusted, || {
+        side.host.and_then(|h| HeaderValue::from_str(h).ok())
+    });
+    set_unless_trusted(headers, &X_FORWARDED_PORT, trusted, || {
+        Some(port_value(side.listener_port))
+    });
 }
 
-fn set_host(headers: &mut HeaderMap, host: Option<&str>) {
-    match host.map(HeaderValue::from_str) {
-        Some(Ok(v)) => {
-            headers.insert(X_FORWARDED_HOST.clone(), v);
-        }
-        _ => {
-            headers.remove(&X_FORWARDED_HOST);
-        }
-    }
-}
-
-/// All values of `name` joined with `, ` (the list form of RFC 9110 section 5.3).
-fn joined(headers: &HeaderMap, name: &HeaderName) -> String {
-    let mut out = String::new();
-    for v in headers.get_all(name) {
-        if let Ok(s) = v.to_str() {
-            if !out.is_empty() {
-                out.push_str(", ");
+/// `value` appended to the list in `name` (its lines that `keep` accepts joined with `, `, RFC 9110
+/// section 5.3), as one line.
+fn append_to_list(
+    headers: &mut HeaderMap,
+    name: &'static HeaderName,
+    value: &str,
+    keep: fn(&str) -> bool,
+) {
+    match headers.entry(name) {
+        Entry::Vacant(slot) => {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                slot.insert(v);
             }
-            out.push_str(s);
         }
-    }
-    out
-}
-
-fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(name.clone(), v);
-    }
-}
-
-/// The `Forwarded` values that are valid RFC 7239 lists, joined with `, `. A malformed value is dropped,
-/// not extended: an unterminated quoted string in it would swallow the element this proxy appends.
-fn joined_forwarded(headers: &HeaderMap) -> String {
-    let mut out = String::new();
-    for v in headers.get_all(&http::header::FORWARDED) {
-        if let Some(s) = v.to_str().ok().filter(|s| is_forwarded_list(s)) {
-            if !out.is_empty() {
-                out.push_str(", ");
+        Entry::Occupied(mut lines) => {
+            let mut joined = String::with_capacity(value.len() + 64);
+            for v in lines.iter() {
+                if let Some(s) = v.to_str().ok().filter(|s| keep(s)) {
+                    if !joined.is_empty() {
+                        joined.push_str(", ");
+                    }
+                    joined.push_str(s);
+                }
             }
-            out.push_str(s);
+            if !joined.is_empty() {
+                joined.push_str(", ");
+            }
+            joined.push_str(value);
+            if let Ok(v) = HeaderValue::from_str(&joined) {
+                lines.insert(v);
+            }
         }
     }
-    out
+}
+
+/// Sets `name` to `value()` (or removes it when that is `None`), unless a trusted peer sent one.
+fn set_unless_trusted(
+    headers: &mut HeaderMap,
+    name: &'static HeaderName,
+    trusted: bool,
+    value: impl FnOnce() -> Option<HeaderValue>,
+) {
+    match (headers.entry(name), value()) {
+        (Entry::Occupied(_), _) if trusted => {}
+        (Entry::Occupied(mut e), Some(v)) => {
+            e.insert(v);
+        }
+        (Entry::Occupied(e), None) => {
+            e.remove_entry_mult();
+        }
+        (Entry::Vacant(e), Some(v)) => {
+            e.insert(v);
+        }
+        (Entry::Vacant(_), None) => {}
+    }
 }
 
 /// Whether `value` is an RFC 7239 `Forwarded` list: elements separated by `,`, each of `;`-separated
@@ -230,6 +233,25 @@ fn is_forwarded_list(value: &str) -> bool {
 /// An RFC 9110 token character.
 fn is_tchar(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// The `X-Forwarded-Port` value of a listener port: the same few ports every time, so the value is made
+/// once per thread and port and then shared (a `HeaderValue` clone is a reference count).
+fn port_value(port: u16) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u16, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match last.as_ref() {
+            Some((p, v)) if *p == port => v.clone(),
+            _ => {
+                let v = HeaderValue::from(port);
+                *last = Some((port, v.clone()));
+                v
+            }
+        }
+    })
 }
 
 /// RFC 7239 values are tokens or quoted strings; a host with `:` or `[` must be quoted.

@@ -400,7 +400,7 @@ fn redirect_or_misdirected<B>(
 /// upgrade the client asked for, both connections spliced.
 fn relay(
     shared: &Shared,
-    mut resp: Response<Incoming>,
+    mut resp: Response<crate::upstream::UpstreamBody>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     timeouts: &crate::model::UpstreamTimeouts,
     parties: body::Parties,

@@ -5,19 +5,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::uri::Authority;
+use http::HeaderValue;
 
+use super::pool::EndpointPool;
 use super::registry::UpstreamClient;
 use crate::model::Protocol;
 use crate::telemetry::BackendMetrics;
 
-/// One upstream endpoint: its address, and the URI authority made from it once (IPv6 bracketed by
-/// `SocketAddr`'s `Display`), so no request formats or parses it again.
+/// One upstream endpoint: its address, and the URI authority and `Host` value made from it once (IPv6
+/// bracketed by `SocketAddr`'s `Display`), so no request formats or parses it again.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     /// Where to connect.
     pub addr: SocketAddr,
     /// `addr` as a URI authority.
     pub authority: Authority,
+    /// `addr` as a `Host` header value, for requests that came without one.
+    pub host: HeaderValue,
+    /// The endpoint's keep-alive pool, for `http1` backends.
+    pub pool: Option<Arc<EndpointPool>>,
 }
 
 /// The endpoints of one backend, the client that reaches them, a round-robin cursor and the backend's
@@ -50,7 +56,17 @@ impl EndpointSet {
         let endpoints = endpoints
             .into_iter()
             .filter_map(|addr| match Authority::try_from(addr.to_string()) {
-                Ok(authority) => Some(Endpoint { addr, authority }),
+                Ok(authority) => Some(Endpoint {
+                    addr,
+                    // An authority is always a valid header value.
+                    host: HeaderValue::from_str(authority.as_str())
+                        .unwrap_or_else(|_| HeaderValue::from_static("")),
+                    pool: match client.as_ref() {
+                        UpstreamClient::Http1(c) => Some(c.pool(addr)),
+                        _ => None,
+                    },
+                    authority,
+                }),
                 Err(e) => {
                     tracing::error!(backend = name, endpoint = %addr, error = %e, "endpoint left out: not a valid URI authority");
                     None

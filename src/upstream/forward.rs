@@ -2,15 +2,18 @@
 //! the wait for the response head.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::{header, HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::ResponseFuture;
 
+use super::pool::{ConnectError, EndpointPool, Lease, PoolBody, UpstreamBody};
 use super::registry::UpstreamClient;
-use super::{EndpointSet, ReclaimableBody};
+use super::{Endpoint, EndpointSet, ReclaimableBody};
 use crate::http_types::BoxError;
 use crate::telemetry::{AddrFamily, Metrics};
 
@@ -116,6 +119,8 @@ fn send(set: &EndpointSet, req: Request<ReclaimableBody>) -> Result<ResponseFutu
         UpstreamClient::Plain(c) => Ok(c.request(req)),
         UpstreamClient::Tls(c) => Ok(c.request(req)),
         UpstreamClient::Unavailable(reason) => Err(reason.clone()),
+        // Never reached: `forward` sends `http1` requests on the endpoint pools.
+        UpstreamClient::Http1(_) => Err("no pooled client for this request".to_string()),
     }
 }
 
@@ -126,6 +131,175 @@ fn send(set: &EndpointSet, req: Request<ReclaimableBody>) -> Result<ResponseFutu
 /// when no pooled connection was free, included; earlier failed attempts not).
 /// The body is not buffered: a failed connect never reads it, so it is taken back for the next attempt.
 pub async fn forward<B>(
+    head: RequestHead,
+    body: B,
+    set: &EndpointSet,
+    response_timeout: Duration,
+    metrics: &Metrics,
+) -> Result<(Response<UpstreamBody>, SocketAddr), ForwardError>
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send + 'static,
+{
+    let body =
+        http_body_util::BodyExt::map_err(body, |e| -> BoxError { Box::new(ClientBodyError(e)) });
+    if let UpstreamClient::Http1(_) = set.client() {
+        let body = PoolBody::new(body);
+        return forward_pooled(head, body, set, response_timeout, metrics).await;
+    }
+    // Boxed: the common `http1` path's future (moved whole into the request's task) stays small.
+    Box::pin(forward_legacy(head, body, set, response_timeout, metrics))
+        .await
+        .map(|(resp, endpoint)| (resp.map(|b| UpstreamBody::new(b, None)), endpoint))
+}
+
+/// Why a request on a pooled connection got no response head.
+enum SendError {
+    /// No connection: the request was not sent and comes back for the next endpoint.
+    Connect(ConnectError, Box<Request<PoolBody>>),
+    /// The exchange failed.
+    Http(hyper::Error),
+}
+
+/// Sends `req` on `conn`; a reused connection that the upstream closed before the request went out gets
+/// the request back unsent, which is then sent once more on a new connection (as hyper-util's client
+/// retries such requests).
+async fn send_pooled(
+    mut sender: SendRequest<PoolBody>,
+    reused: bool,
+    req: Request<PoolBody>,
+    pool: &EndpointPool,
+) -> Result<(Response<Incoming>, SendRequest<PoolBody>), SendError> {
+    match sender.try_send_request(req).await {
+        Ok(resp) => Ok((resp, sender)),
+        Err(mut e) => match e.take_message() {
+            Some(req) if reused => {
+                let mut sender = match Box::pin(pool.connect()).await {
+                    Ok(s) => s,
+                    Err(ce) => return Err(SendError::Connect(ce, Box::new(req))),
+                };
+                match sender.send_request(req).await {
+                    Ok(resp) => Ok((resp, sender)),
+                    Err(e) => Err(SendError::Http(e)),
+                }
+            }
+            _ => Err(SendError::Http(e.into_error())),
+        },
+    }
+}
+
+/// [`forward`] for plain `http1` backends: each attempt checks a connection out of its endpoint's pool
+/// (connecting within `timeouts.connect` when none is idle) before the request is built, so a failed
+/// connect leaves the request, body and headers untouched for the next endpoint.
+async fn forward_pooled(
+    head: RequestHead,
+    body: PoolBody,
+    set: &EndpointSet,
+    response_timeout: Duration,
+    metrics: &Metrics,
+) -> Result<(Response<UpstreamBody>, SocketAddr), ForwardError> {
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method;
+    *req.uri_mut() = Uri::from(head.path_and_query);
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = head.headers;
+    // An HTTP/1.0 client may send no Host; the upstream then gets the endpoint's authority.
+    let set_host = !req.headers().contains_key(header::HOST);
+    let mut pending = Some(req);
+    let mut last_connect_error = None;
+    for ep in set.attempt_order() {
+        let endpoint = ep.addr;
+        let Some(pool) = ep.pool.as_ref() else {
+            continue;
+        };
+        let handed = Instant::now();
+        let deadline = tokio::time::Instant::now() + response_timeout;
+        let timed_out = || ForwardError::Timeout {
+            backend: set.name().to_string(),
+            endpoint,
+            timeout: response_timeout,
+        };
+        let conn = match tokio::time::timeout_at(deadline, pool.checkout()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                last_connect_error = Some(connect_failed(set, ep, &e, metrics));
+                continue;
+            }
+            Err(_) => return Err(timed_out()),
+        };
+        let Some(mut req) = pending.take() else {
+            break;
+        };
+        if set_host {
+            req.headers_mut().insert(header::HOST, ep.host.clone());
+        }
+        match tokio::time::timeout_at(deadline, send_pooled(conn.sender, conn.reused, req, pool))
+            .await
+        {
+            Ok(Ok((resp, sender))) => {
+                set.metrics()
+                    .observe_upstream(AddrFamily::of(&endpoint), handed.elapsed());
+                // A connection that switched protocols belongs to the upgrade, never to the pool.
+                let lease = (resp.status() != http::StatusCode::SWITCHING_PROTOCOLS)
+                    .then(|| Lease::new(sender, Arc::clone(pool)));
+                return Ok((resp.map(|b| UpstreamBody::new(b, lease)), endpoint));
+            }
+            Ok(Err(SendError::Connect(e, req))) => {
+                last_connect_error = Some(connect_failed(set, ep, &e, metrics));
+                pending = Some(*req);
+            }
+            Ok(Err(SendError::Http(e))) if caused_by_client_body(&e) => {
+                return Err(ForwardError::ClientBody {
+                    backend: set.name().to_string(),
+                    endpoint,
+                    reason: error_chain(&e),
+                })
+            }
+            Ok(Err(SendError::Http(e))) => {
+                return Err(ForwardError::Upstream {
+                    backend: set.name().to_string(),
+                    endpoint,
+                    reason: error_chain(&e),
+                })
+            }
+            Err(_) => return Err(timed_out()),
+        }
+    }
+    no_answer(set, last_connect_error)
+}
+
+/// Counts and logs a failed connect; returns what the 502 names if no later endpoint answers.
+fn connect_failed(
+    set: &EndpointSet,
+    ep: &Endpoint,
+    e: &ConnectError,
+    metrics: &Metrics,
+) -> (SocketAddr, String) {
+    let endpoint = ep.addr;
+    metrics.upstream_connect_error(endpoint);
+    let reason = error_chain(e);
+    tracing::warn!(backend = set.name(), %endpoint, error = %reason, "upstream connect failed; trying next endpoint");
+    (endpoint, reason)
+}
+
+/// The error when every attempt failed to connect, or there was nothing to try.
+fn no_answer<T>(
+    set: &EndpointSet,
+    last_connect_error: Option<(SocketAddr, String)>,
+) -> Result<T, ForwardError> {
+    match last_connect_error {
+        Some((endpoint, reason)) => Err(ForwardError::Connect {
+            backend: set.name().to_string(),
+            endpoint,
+            reason,
+        }),
+        None => Err(ForwardError::NoEndpoints {
+            backend: set.name().to_string(),
+        }),
+    }
+}
+
+/// [`forward`] through hyper-util's client (`h2c`, `https`, `h2`).
+async fn forward_legacy<B>(
     mut head: RequestHead,
     body: B,
     set: &EndpointSet,
@@ -142,8 +316,6 @@ where
     };
     let order = set.attempt_order();
     let attempts = order.len();
-    let body =
-        http_body_util::BodyExt::map_err(body, |e| -> BoxError { Box::new(ClientBodyError(e)) });
     let mut attempt = Some(ReclaimableBody::new(body));
     let mut last_connect_error = None;
     for (i, ep) in order.enumerate() {
@@ -206,16 +378,7 @@ where
             }
         }
     }
-    match last_connect_error {
-        Some((endpoint, reason)) => Err(ForwardError::Connect {
-            backend: set.name().to_string(),
-            endpoint,
-            reason,
-        }),
-        None => Err(ForwardError::NoEndpoints {
-            backend: set.name().to_string(),
-        }),
-    }
+    no_answer(set, last_connect_error)
 }
 
 /// The upstream request for one attempt: absolute URI built from the endpoint's `SocketAddr` (IPv6

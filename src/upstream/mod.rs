@@ -4,10 +4,12 @@
 mod balance;
 pub mod dns;
 mod forward;
+mod pool;
 mod reclaim;
 mod registry;
 
 pub use balance::{Endpoint, EndpointSet};
 pub use forward::{forward, ForwardError, RequestHead};
+pub use pool::{ConnectError, EndpointPool, Http1Client, Lease, PoolBody, UpstreamBody};
 pub use reclaim::ReclaimableBody;
 pub use registry::{Registry, UpstreamClient, MAX_IDLE_PER_ENDPOINT};

@@ -13,6 +13,7 @@ use hyper_util::client::legacy::{Builder, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::dns::Resolved;
+use super::pool::Http1Client;
 use super::{EndpointSet, ReclaimableBody};
 use crate::model::{Model, PemSource, Protocol};
 use crate::telemetry::{BackendMetrics, Metrics};
@@ -26,7 +27,9 @@ pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
 /// could be built (its CA bundle failed to load), which its requests get as 502.
 #[derive(Debug)]
 pub enum UpstreamClient {
-    /// `http1` and `h2c`.
+    /// `http1`: a keep-alive pool per endpoint, each request sent on a connection it checks out.
+    Http1(Http1Client),
+    /// `h2c`.
     Plain(Client<HttpConnector, ReclaimableBody>),
     /// `https` and `h2`.
     Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, ReclaimableBody>),
@@ -204,6 +207,13 @@ impl Registry {
     }
 
     fn client(&self, key: &ClientKey) -> UpstreamClient {
+        if key.protocol == Protocol::Http1 {
+            return UpstreamClient::Http1(Http1Client::new(
+                key.connect,
+                self.idle,
+                MAX_IDLE_PER_ENDPOINT,
+            ));
+        }
         let builder = client_builder(self.idle, key.protocol.is_http2());
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(key.connect));
