@@ -350,7 +350,9 @@ impl Apply {
         let previous = self.shared.snapshot.load_full();
         let (certs, tls_port) = (self.certs.clone(), self.tls_port);
         let job = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             compile(
+                started,
                 &model,
                 &resolved,
                 registry,
@@ -401,6 +403,7 @@ impl Apply {
 /// Builds everything requests use from `model`: endpoint sets (reusing the registry's clients and
 /// positions), the routing table and the certificates (keeping the previous one of any that fails).
 fn compile(
+    started: std::time::Instant,
     model: &Model,
     resolved: &Resolved,
     mut registry: Registry,
@@ -435,6 +438,7 @@ fn compile(
         endpoints_ipv4 = stats.endpoints_v4,
         endpoints_ipv6 = stats.endpoints_v6,
         certificates = model.tls.len(),
+        compile_ms = started.elapsed().as_millis(),
         "routing table compiled"
     );
     Compiled {

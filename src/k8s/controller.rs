@@ -292,13 +292,14 @@ pub async fn build_models(
         let ingresses = state.ingresses.clone();
         let mut memo = std::mem::take(&mut memo_kept);
         let job = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let translation = translate_with(&state, &opts, &mut memo);
-            (translation, memo)
+            (translation, memo, started.elapsed())
         });
-        let translation = match job.await {
-            Ok((t, kept)) => {
+        let (translation, took) = match job.await {
+            Ok((t, kept, took)) => {
                 memo_kept = kept;
-                t
+                (t, took)
             }
             Err(e) => {
                 tracing::error!(error = %e, "translation failed; keeping the last good table");
@@ -323,7 +324,12 @@ pub async fn build_models(
         };
         log_problems(&problems, &mut logged);
         if published.as_ref().map(|(m, _)| &**m) != Some(&model) {
-            log_change(published.as_ref().map(|(_, s)| s), &stats, owned.len());
+            log_change(
+                published.as_ref().map(|(_, s)| s),
+                &stats,
+                owned.len(),
+                took,
+            );
             let model = Arc::new(model);
             models.send_replace(Some(Arc::clone(&model)));
             published = Some((model, stats));
@@ -381,9 +387,10 @@ fn log_problems(problems: &[Problem], logged: &mut HashSet<String>) {
 }
 
 /// Logs a table change with what changed.
-fn log_change(before: Option<&Stats>, after: &Stats, owned: usize) {
+fn log_change(before: Option<&Stats>, after: &Stats, owned: usize, took: Duration) {
     let b = before.copied().unwrap_or_default();
     tracing::info!(
+        translate_ms = took.as_millis(),
         ingresses = owned,
         hosts = after.hosts,
         hosts_before = b.hosts,

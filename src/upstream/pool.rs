@@ -101,7 +101,15 @@ pub struct Http1Client {
     connect: Duration,
     idle: Duration,
     max_idle: usize,
-    pools: Mutex<HashMap<SocketAddr, Weak<EndpointPool>>>,
+    pools: Mutex<Pools>,
+}
+
+/// The pool of every endpoint address some set uses, and the size at which the map is next pruned of
+/// addresses no set uses any more.
+#[derive(Default)]
+struct Pools {
+    by_addr: HashMap<SocketAddr, Weak<EndpointPool>>,
+    prune_at: usize,
 }
 
 impl fmt::Debug for Http1Client {
@@ -121,7 +129,7 @@ impl Http1Client {
             connect,
             idle,
             max_idle,
-            pools: Mutex::new(HashMap::new()),
+            pools: Mutex::new(Pools::default()),
         }
     }
 
@@ -129,11 +137,15 @@ impl Http1Client {
     /// never per request.
     pub fn pool(&self, addr: SocketAddr) -> Arc<EndpointPool> {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(pool) = pools.get(&addr).and_then(Weak::upgrade) {
+        if let Some(pool) = pools.by_addr.get(&addr).and_then(Weak::upgrade) {
             return pool;
         }
-        // Endpoints no set uses any more are forgotten here, so the map does not grow with churn.
-        pools.retain(|_, p| p.strong_count() > 0);
+        // Endpoints no set uses any more are forgotten here, so the map does not grow with churn. Pruning
+        // only when the map has doubled keeps building 100,000 endpoints linear, not quadratic.
+        if pools.by_addr.len() >= pools.prune_at {
+            pools.by_addr.retain(|_, p| p.strong_count() > 0);
+            pools.prune_at = (pools.by_addr.len() * 2).max(64);
+        }
         let pool = Arc::new(EndpointPool {
             addr,
             connect: self.connect,
@@ -141,7 +153,7 @@ impl Http1Client {
             max_idle: self.max_idle,
             state: Mutex::new(Idle::default()),
         });
-        pools.insert(addr, Arc::downgrade(&pool));
+        pools.by_addr.insert(addr, Arc::downgrade(&pool));
         pool
     }
 }
