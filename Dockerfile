@@ -8,11 +8,12 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 # Only what the binary is built from (see .dockerignore): the manifest and lockfile, the sources, the
-# embedded default configuration, and the bench the manifest declares.
+# embedded default configuration, and the benches and example the manifest declares.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY config ./config
 COPY benches ./benches
+COPY examples ./examples
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
