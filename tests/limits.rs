@@ -159,6 +159,17 @@ async fn over_limit(admin: SocketAddr, family: &str) -> u64 {
 
 /// Sends one keep-alive GET on `stream` and returns the status, reading the head and its
 /// `content-length` body; `None` when the connection closed (or was reset) without an answer.
+/// Waits (up to `LIMIT`) until a new connection to `addr` gets a 200.
+async fn wait_served(addr: SocketAddr, what: &str) {
+    wait_until(what, LIMIT, || async {
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            return false;
+        };
+        keep_alive_get(&mut s).await == Some(200)
+    })
+    .await;
+}
+
 async fn keep_alive_get(stream: &mut TcpStream) -> Option<u16> {
     let _ = stream
         .write_all(b"GET / HTTP/1.1\r\nHost: limits.test\r\n\r\n")
@@ -221,30 +232,14 @@ async fn connection_limit_closes_extra_connections_counts_them_and_recovers() {
 
         // Each listener has its own limit: the other family's listener still serves (once the previous
         // round's connections to it have closed).
-        wait_until("the listener of the other family serves", LIMIT, || async {
-            let Ok(mut s) = TcpStream::connect(other).await else {
-                return false;
-            };
-            keep_alive_get(&mut s).await == Some(200)
-        })
-        .await;
+        wait_served(other, "the listener of the other family serves").await;
 
         // The held connections still work.
         assert_eq!(keep_alive_get(&mut held[0]).await, Some(200), "{family}");
 
         // Closing one frees its slot: a new connection is served again.
         drop(held.pop());
-        wait_until(
-            "a new connection is served after one closed",
-            LIMIT,
-            || async {
-                let Ok(mut s) = TcpStream::connect(addr).await else {
-                    return false;
-                };
-                keep_alive_get(&mut s).await == Some(200)
-            },
-        )
-        .await;
+        wait_served(addr, "a new connection is served after one closed").await;
         drop(held);
     }
 }
@@ -302,17 +297,7 @@ async fn an_upgraded_connection_keeps_its_slot_until_it_closes() {
 
         ws.close(None).await.unwrap();
         drop(ws);
-        wait_until(
-            "a connection is served after the WebSocket closed",
-            LIMIT,
-            || async {
-                let Ok(mut s) = TcpStream::connect(addr).await else {
-                    return false;
-                };
-                keep_alive_get(&mut s).await == Some(200)
-            },
-        )
-        .await;
+        wait_served(addr, "a connection is served after the WebSocket closed").await;
     }
 }
 
