@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, LengthLimitError, Limited};
 
 use crate::http_types::{BoxError, ProxyBody};
 
@@ -31,19 +31,21 @@ pub fn declared_over<B: Body>(req: &Request<B>, limit: Option<u64>) -> bool {
     from_header.is_some_and(|n| n > limit) || req.body().size_hint().lower() > limit
 }
 
-/// Set when a capped body passed its limit.
+/// Set when a capped body passed its limit (never set for a body that is not counted).
 #[derive(Debug, Clone, Default)]
-pub struct Exceeded(Arc<AtomicBool>);
+pub struct Exceeded(Option<Arc<AtomicBool>>);
 
 impl Exceeded {
     /// Whether the body passed its limit.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.as_ref().is_some_and(|f| f.load(Ordering::Acquire))
     }
 }
 
 /// `body`, failing as soon as more than `limit` bytes have arrived (`None`: never); the flag tells the
-/// caller that a failed upstream exchange was this limit's doing.
+/// caller that a failed upstream exchange was this limit's doing. Only a body without a declared length is
+/// counted: one with a length (an empty one included) was checked by [`declared_over`], and hyper holds it
+/// to that length, so it costs nothing here.
 pub fn cap<B>(
     body: B,
     limit: Option<u64>,
@@ -55,16 +57,22 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let exceeded = Exceeded::default();
-    let flag = exceeded.clone();
-    let max = limit.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let max = match limit {
+        Some(n) if body.size_hint().exact().is_none() => usize::try_from(n).unwrap_or(usize::MAX),
+        _ => {
+            let body = body.map_err(Into::into);
+            return (Either::Left(body), Exceeded::default());
+        }
+    };
+    let flag = Arc::new(AtomicBool::new(false));
+    let exceeded = Exceeded(Some(Arc::clone(&flag)));
     let body = Limited::new(body, max).map_err(move |e: BoxError| {
         if e.is::<LengthLimitError>() {
-            flag.0.store(true, Ordering::Release);
+            flag.store(true, Ordering::Release);
         }
         e
     });
-    (body, exceeded)
+    (Either::Right(body), exceeded)
 }
 
 /// The 413 for a request body over `limit` bytes, from `fail` (a text body, or a gRPC status). An HTTP/1
