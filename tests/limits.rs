@@ -244,21 +244,6 @@ async fn connection_limit_closes_extra_connections_counts_them_and_recovers() {
     }
 }
 
-/// A WebSocket echo server.
-async fn websocket_echo_upstream(bind: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    spawn_server(bind, |stream| async move {
-        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-            return;
-        };
-        while let Some(Ok(msg)) = futures_util::StreamExt::next(&mut ws).await {
-            if msg.is_close() || ws.send(msg).await.is_err() {
-                break;
-            }
-        }
-    })
-    .await
-}
-
 #[tokio::test]
 async fn an_upgraded_connection_keeps_its_slot_until_it_closes() {
     let up = Upstream::start("127.0.0.1:0").await;

@@ -266,25 +266,6 @@ async fn first_response_chunk_reaches_client_before_upstream_finishes() {
 
 // ----- WebSocket -----
 
-/// A WebSocket echo server: every text or binary message is sent back unchanged.
-async fn websocket_echo_upstream(bind: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    spawn_server(bind, |stream| async move {
-        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-            return;
-        };
-        while let Some(Ok(msg)) = ws.next().await {
-            if msg.is_text() || msg.is_binary() {
-                if ws.send(msg).await.is_err() {
-                    break;
-                }
-            } else if msg.is_close() {
-                break;
-            }
-        }
-    })
-    .await
-}
-
 #[tokio::test]
 async fn websocket_upgrade_is_spliced_through_on_both_families() {
     let (ws4, task4) = websocket_echo_upstream("127.0.0.1:0").await;

@@ -365,3 +365,23 @@ pub fn dead_addr(v6: bool) -> SocketAddr {
     std::mem::forget(socket);
     addr
 }
+
+/// A WebSocket upstream on `bind` that echoes every text and binary message until the client closes.
+pub async fn websocket_echo_upstream(bind: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use futures_util::{SinkExt, StreamExt};
+    spawn_server(bind, |stream| async move {
+        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+            return;
+        };
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() || msg.is_binary() {
+                if ws.send(msg).await.is_err() {
+                    break;
+                }
+            } else if msg.is_close() {
+                break;
+            }
+        }
+    })
+    .await
+}
