@@ -162,14 +162,14 @@ impl Registry {
             let (name, state) = match self.backends.remove_entry(name.as_str()) {
                 Some((name, old)) if old.inputs == inputs => (name, old),
                 Some((name, old)) => {
-                    let set = self.set(&name, &inputs, client, &old.cursor, &old.metrics);
+                    let set = new_set(&name, &inputs, client, &old.cursor, &old.metrics);
                     let state = BackendState { inputs, set, ..old };
                     (name, state)
                 }
                 None => {
                     let cursor = Arc::default();
                     let metrics = Arc::new(self.metrics.backend(name));
-                    let set = self.set(name, &inputs, client, &cursor, &metrics);
+                    let set = new_set(name, &inputs, client, &cursor, &metrics);
                     let state = BackendState {
                         cursor,
                         metrics,
@@ -185,25 +185,6 @@ impl Registry {
         self.clients = clients;
         self.backends = kept;
         (sets, errors)
-    }
-
-    fn set(
-        &self,
-        name: &str,
-        inputs: &SetInputs,
-        client: Arc<UpstreamClient>,
-        cursor: &Arc<AtomicUsize>,
-        metrics: &Arc<BackendMetrics>,
-    ) -> Arc<EndpointSet> {
-        Arc::new(EndpointSet::new(
-            name,
-            inputs.endpoints.clone(),
-            inputs.protocol,
-            client,
-            Arc::clone(cursor),
-            inputs.connect_retries,
-            Arc::clone(metrics),
-        ))
     }
 
     fn client(&self, key: &ClientKey) -> UpstreamClient {
@@ -243,6 +224,25 @@ impl Registry {
             Err(e) => UpstreamClient::Unavailable(format!("no TLS client: {e}")),
         }
     }
+}
+
+/// The endpoint set of backend `name` built from `inputs`, with the backend's cursor and metric handles.
+fn new_set(
+    name: &str,
+    inputs: &SetInputs,
+    client: Arc<UpstreamClient>,
+    cursor: &Arc<AtomicUsize>,
+    metrics: &Arc<BackendMetrics>,
+) -> Arc<EndpointSet> {
+    Arc::new(EndpointSet::new(
+        name,
+        inputs.endpoints.clone(),
+        inputs.protocol,
+        client,
+        Arc::clone(cursor),
+        inputs.connect_retries,
+        Arc::clone(metrics),
+    ))
 }
 
 fn client_builder(idle: Duration, http2_only: bool) -> Builder {
