@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -21,7 +21,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{translate_with, ClusterState, Memo, Options, Problem, Stats, Translation};
+use super::changes::{Changes, ServiceKey};
+use super::{
+    apply_endpoint_changes, translate_with, update_endpoints, ClusterState, Memo, Options, Problem,
+    ServiceSlices, Stats, Translation,
+};
 use crate::config::source::ModelSender;
 use crate::model::Model;
 use crate::telemetry::Metrics;
@@ -124,6 +128,23 @@ impl Stores {
         }
     }
 
+    /// The Services `keys` with their EndpointSlices as the stores hold them now (`changes` knows
+    /// which slices belong to which Service).
+    fn service_slices(&self, changes: &Changes, keys: &[ServiceKey]) -> Vec<ServiceSlices> {
+        keys.iter()
+            .map(|(ns, name)| ServiceSlices {
+                namespace: ns.clone(),
+                name: name.clone(),
+                service: self.services.get(&ObjectRef::new(name).within(ns)),
+                slices: changes
+                    .slices_of(ns, name)
+                    .iter()
+                    .filter_map(|slice| self.slices.get(&ObjectRef::new(slice).within(ns)))
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// Returns once every store has completed its first list.
     async fn ready(&self) -> bool {
         self.ingresses.wait_until_ready().await.is_ok()
@@ -142,14 +163,12 @@ pub trait WatchMetrics: Send + Sync + 'static {
     fn error(&self, kind: &'static str);
 }
 
-/// Counts store changes; the model builder waits for the count to move.
-pub type Changes = Arc<watch::Sender<u64>>;
-
-/// Starts one reflector per kind (namespaced to `namespace` when given); each event bumps `changed`.
+/// Starts one reflector per kind (namespaced to `namespace` when given); each event is recorded in
+/// `changes`.
 pub fn start_watchers(
     client: &Client,
     namespace: Option<&str>,
-    changed: &Changes,
+    changes: &Arc<Changes>,
     metrics: &Arc<dyn WatchMetrics>,
     tasks: &mut JoinSet<()>,
 ) -> Stores {
@@ -171,75 +190,83 @@ pub fn start_watchers(
     };
     let (ingresses, services, slices, secrets) = scoped(client);
     let all = watcher::Config::default();
+    let mut watch = Watch { metrics, tasks };
     Stores {
-        ingresses: reflect(ingresses, all.clone(), "Ingress", changed, metrics, tasks),
-        classes: reflect(
+        ingresses: watch.reflect(ingresses, all.clone(), "Ingress", everything_of(changes)),
+        classes: watch.reflect(
             Api::all(client.clone()),
             all.clone(),
             "IngressClass",
-            changed,
-            metrics,
-            tasks,
+            everything_of(changes),
         ),
-        services: reflect(services, all.clone(), "Service", changed, metrics, tasks),
-        slices: reflect(
-            slices,
-            all.clone(),
-            "EndpointSlice",
-            changed,
-            metrics,
-            tasks,
-        ),
+        services: watch.reflect(services, all.clone(), "Service", everything_of(changes)),
+        slices: watch.reflect(slices, all.clone(), "EndpointSlice", {
+            let changes = Arc::clone(changes);
+            move |event: &watcher::Event<EndpointSlice>| changes.slice_event(event)
+        }),
         // Only TLS Secrets: the controller never sees other Secrets.
-        secrets: reflect(
+        secrets: watch.reflect(
             secrets,
             all.fields("type=kubernetes.io/tls"),
             "Secret",
-            changed,
-            metrics,
-            tasks,
+            everything_of(changes),
         ),
     }
 }
 
-/// A reflector for `api`: its store, kept by a task that follows the watch (relisting after a 410 or a
-/// lost connection, with backoff; the store keeps its objects meanwhile).
-fn reflect<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    kind: &'static str,
-    changed: &Changes,
-    metrics: &Arc<dyn WatchMetrics>,
-    tasks: &mut JoinSet<()>,
-) -> Store<K>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    // The stores keep what translation reads; the server-side bookkeeping that often outweighs an
-    // object (managedFields, kubectl's copy of the whole object in an annotation) is dropped on arrival.
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(strip_bookkeeping)
-        .reflect(writer);
-    let (changed, metrics) = (changed.clone(), metrics.clone());
-    tasks.spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => {
-                    metrics.event(kind);
-                    changed.send_modify(|n| *n = n.wrapping_add(1));
-                }
-                Err(e) => {
-                    metrics.error(kind);
-                    tracing::warn!(kind, error = %e, "watch failed; retrying (the last good table keeps serving)");
+/// A recorder of events that need a full translation.
+fn everything_of<K>(changes: &Arc<Changes>) -> impl Fn(&watcher::Event<K>) + Send + 'static {
+    let changes = Arc::clone(changes);
+    move |_| changes.everything()
+}
+
+/// What every reflector shares: the watch metrics and the task set their loops run in.
+struct Watch<'a> {
+    metrics: &'a Arc<dyn WatchMetrics>,
+    tasks: &'a mut JoinSet<()>,
+}
+
+impl Watch<'_> {
+    /// A reflector for `api`: its store, kept by a task that follows the watch (relisting after a 410 or
+    /// a lost connection, with backoff; the store keeps its objects meanwhile) and hands each event to
+    /// `record` once the store has it.
+    fn reflect<K>(
+        &mut self,
+        api: Api<K>,
+        config: watcher::Config,
+        kind: &'static str,
+        record: impl Fn(&watcher::Event<K>) + Send + 'static,
+    ) -> Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone,
+    {
+        let (reader, writer) = reflector::store();
+        // The stores keep what translation reads; the server-side bookkeeping that often outweighs an
+        // object (managedFields, kubectl's copy of the whole object in an annotation) is dropped on
+        // arrival.
+        let stream = watcher(api, config)
+            .default_backoff()
+            .modify(strip_bookkeeping)
+            .reflect(writer);
+        let metrics = self.metrics.clone();
+        self.tasks.spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(event) => {
+                        metrics.event(kind);
+                        record(&event);
+                    }
+                    Err(e) => {
+                        metrics.error(kind);
+                        tracing::warn!(kind, error = %e, "watch failed; retrying (the last good table keeps serving)");
+                    }
                 }
             }
-        }
-    });
-    reader
+        });
+        reader
+    }
 }
 
 /// Drops `metadata.managedFields` and the `kubectl.kubernetes.io/last-applied-configuration` annotation.
@@ -268,45 +295,123 @@ pub struct Translated {
 /// Translates the stores whenever they change and publishes the model. `base` carries what the
 /// configuration file sets (timeouts, redirect, connect retries); rules, backends and certificates come
 /// from the cluster. Nothing is published before every store has completed its first list.
+///
+/// When only EndpointSlices changed since the last translation, only the backends of their Services
+/// are re-resolved ([`update_endpoints`]); anything else translates every Ingress again.
 pub async fn build_models(
     stores: Stores,
     options: Options,
     base: Model,
-    mut changed: watch::Receiver<u64>,
+    changes: Arc<Changes>,
     models: ModelSender,
     translated: watch::Sender<Arc<Translated>>,
     stop: CancellationToken,
 ) {
+    let mut changed = changes.subscribe();
     tokio::select! {
         ready = stores.ready() => if !ready { return },
         () = stop.cancelled() => return,
     }
     tracing::info!("Kubernetes caches synced");
-    let mut published: Option<(Arc<Model>, Stats)> = None;
-    let mut memo_kept = Memo::default();
-    let mut logged: HashSet<String> = HashSet::new();
+    let mut builder = Builder {
+        options,
+        base,
+        models,
+        translated,
+        published: None,
+        memo: Memo::default(),
+        logged: HashSet::new(),
+    };
     loop {
-        // Everything changed up to here is in this translation.
+        // Everything changed up to here is in this pass.
         changed.borrow_and_update();
-        let (state, opts) = (stores.state(), options.clone());
+        let pending = changes.take();
+        let updated = !pending.everything
+            && builder
+                .update_endpoints(stores.service_slices(&changes, &pending.services))
+                .await;
+        if !updated {
+            builder.translate(&stores).await;
+        }
+        let translated_at = tokio::time::Instant::now();
+        if !settle(&mut changed, &stop, translated_at).await {
+            return;
+        }
+    }
+}
+
+/// The model builder's state between passes.
+struct Builder {
+    options: Options,
+    base: Model,
+    models: ModelSender,
+    translated: watch::Sender<Arc<Translated>>,
+    /// The last model published, its counts and the number of Ingresses of ours in it.
+    published: Option<(Arc<Model>, Stats, usize)>,
+    /// What the last translation resolved (empty while a pass runs).
+    memo: Memo,
+    /// Problems logged, so each is logged once while it lasts.
+    logged: HashSet<String>,
+}
+
+impl Builder {
+    /// Applies EndpointSlice changes to the last published model; false when a full translation is
+    /// needed instead (nothing published yet, or the change could alter more than endpoints).
+    async fn update_endpoints(&mut self, slices: Vec<ServiceSlices>) -> bool {
+        let Some((model, stats, owned)) = self.published.clone() else {
+            return false;
+        };
+        let mut memo = std::mem::take(&mut self.memo);
+        let job = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let updated = update_endpoints(&mut memo, &slices).map(|changes| {
+                (!changes.is_empty()).then(|| {
+                    let (mut model, mut stats) = ((*model).clone(), stats);
+                    let backends = changes.len();
+                    apply_endpoint_changes(&mut model, &mut stats, changes);
+                    (model, stats, backends)
+                })
+            });
+            (updated, memo, started.elapsed())
+        });
+        match job.await {
+            Ok((updated, memo, took)) => {
+                self.memo = memo;
+                match updated {
+                    None => false,
+                    Some(None) => true,
+                    Some(Some((model, stats, backends))) => {
+                        tracing::debug!(backends, "endpoints changed");
+                        self.publish(model, stats, owned, took);
+                        true
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "endpoint update failed; translating everything");
+                false
+            }
+        }
+    }
+
+    /// Translates every Ingress and publishes the result when it differs from the last one.
+    async fn translate(&mut self, stores: &Stores) {
+        let (state, opts) = (stores.state(), self.options.clone());
         let ingresses = state.ingresses.clone();
-        let mut memo = std::mem::take(&mut memo_kept);
+        let mut memo = std::mem::take(&mut self.memo);
         let job = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let translation = translate_with(&state, &opts, &mut memo);
             (translation, memo, started.elapsed())
         });
         let (translation, took) = match job.await {
-            Ok((t, kept, took)) => {
-                memo_kept = kept;
+            Ok((t, memo, took)) => {
+                self.memo = memo;
                 (t, took)
             }
             Err(e) => {
                 tracing::error!(error = %e, "translation failed; keeping the last good table");
-                if !settle(&mut changed, &stop, tokio::time::Instant::now()).await {
-                    return;
-                }
-                continue;
+                return;
             }
         };
         let Translation {
@@ -320,29 +425,30 @@ pub async fn build_models(
             default_backend: model.default_backend,
             backends: model.backends,
             tls: model.tls,
-            ..base.clone()
+            ..self.base.clone()
         };
-        log_problems(&problems, &mut logged);
-        if published.as_ref().map(|(m, _)| &**m) != Some(&model) {
-            log_change(
-                published.as_ref().map(|(_, s)| s),
-                &stats,
-                owned.len(),
-                took,
-            );
-            let model = Arc::new(model);
-            models.send_replace(Some(Arc::clone(&model)));
-            published = Some((model, stats));
+        log_problems(&problems, &mut self.logged);
+        if self.published.as_ref().map(|(m, _, _)| &**m) != Some(&model) {
+            self.publish(model, stats, owned.len(), took);
         }
-        translated.send_replace(Arc::new(Translated {
+        self.translated.send_replace(Arc::new(Translated {
             ingresses,
             owned: owned.into_iter().collect(),
             problems,
         }));
-        let translated_at = tokio::time::Instant::now();
-        if !settle(&mut changed, &stop, translated_at).await {
-            return;
-        }
+    }
+
+    /// Sends `model` to the apply loop and logs what changed.
+    fn publish(&mut self, model: Model, stats: Stats, owned: usize, took: Duration) {
+        log_change(
+            self.published.as_ref().map(|(_, s, _)| s),
+            &stats,
+            owned,
+            took,
+        );
+        let model = Arc::new(model);
+        self.models.send_replace(Some(Arc::clone(&model)));
+        self.published = Some((model, stats, owned));
     }
 }
 
@@ -490,12 +596,12 @@ impl Controller {
         stop: CancellationToken,
     ) -> JoinSet<()> {
         let mut tasks = JoinSet::new();
-        let changed: Changes = Arc::new(watch::Sender::new(0));
+        let changes = Arc::new(Changes::new());
         let counted: Arc<dyn WatchMetrics> = Arc::new(Counted(metrics.clone()));
         let stores = start_watchers(
             &self.client,
             self.options.watch_namespace.as_deref(),
-            &changed,
+            &changes,
             &counted,
             &mut tasks,
         );
@@ -504,7 +610,7 @@ impl Controller {
             stores,
             self.options.clone(),
             self.base.clone(),
-            changed.subscribe(),
+            changes,
             models,
             translated_tx,
             stop.clone(),

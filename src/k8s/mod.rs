@@ -7,6 +7,7 @@
 //! becomes a [`Problem`] naming the Ingress it affects, never a failed snapshot.
 
 pub mod addresses;
+pub mod changes;
 pub mod controller;
 pub mod events;
 pub mod leader;
@@ -24,7 +25,10 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use crate::model::Model;
 
-pub use translate::{is_ours, translate, translate_with, Memo};
+pub use translate::{
+    apply_endpoint_changes, is_ours, translate, translate_with, update_endpoints, EndpointChanges,
+    Memo, ServiceSlices,
+};
 
 /// The controller name an IngressClass's `spec.controller` must carry for its Ingresses to be ours.
 pub const DEFAULT_CONTROLLER_NAME: &str = "dualstack-ingress.io/controller";

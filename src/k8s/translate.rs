@@ -31,6 +31,9 @@ use crate::model::{
 };
 use crate::tls::TlsError;
 
+mod update;
+pub use update::{apply_endpoint_changes, update_endpoints, EndpointChanges, ServiceSlices};
+
 /// The namespace of an object; objects without one are in `default`, as `kubectl apply` would put them.
 pub(crate) fn namespace(meta: &ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
@@ -114,9 +117,17 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
 pub struct Memo {
     backends: FastMap<(String, String, PortKey), MemoBackend>,
     secrets: FastMap<(String, String), (Arc<Secret>, SecretResult)>,
+    /// For each Service (namespace, name): the ports the translation resolved and the model backends
+    /// that use each, so a change to the Service's EndpointSlices alone can update just those
+    /// ([`update_endpoints`]).
+    used_by: FastMap<(String, String), Vec<PortUsers>>,
 }
 
+/// A Service port and the model backends that use it.
+type PortUsers = (PortKey, Vec<String>);
+
 /// A resolved Service port and the objects it came from.
+#[derive(Clone)]
 struct MemoBackend {
     service: Option<Arc<Service>>,
     slices: Vec<Arc<EndpointSlice>>,
@@ -128,6 +139,15 @@ struct MemoBackend {
 enum PortKey {
     Number(i32),
     Name(String),
+}
+
+impl PortKey {
+    fn as_ref(&self) -> PortRef<'_> {
+        match self {
+            PortKey::Number(n) => PortRef::Number(*n),
+            PortKey::Name(n) => PortRef::Name(n),
+        }
+    }
 }
 
 impl From<PortRef<'_>> for PortKey {
@@ -165,10 +185,12 @@ pub fn translate_with(state: &ClusterState, opts: &Options, memo: &mut Memo) -> 
         resolved: FastMap::default(),
         secrets: FastMap::default(),
         certs: FastMap::default(),
+        users: FastMap::default(),
         memo: std::mem::take(memo),
         next_memo: Memo {
             backends: FastMap::with_capacity_and_hasher(capacity.0, Default::default()),
             secrets: FastMap::with_capacity_and_hasher(capacity.1, Default::default()),
+            used_by: FastMap::default(),
         },
     };
     let mut owned = Vec::with_capacity(ours.len());
@@ -180,9 +202,17 @@ pub fn translate_with(state: &ClusterState, opts: &Options, memo: &mut Memo) -> 
     let Builder {
         model,
         problems,
-        next_memo,
+        mut next_memo,
+        users,
         ..
     } = builder;
+    for ((ns, service, port), names) in users {
+        next_memo
+            .used_by
+            .entry((ns.to_string(), service.to_string()))
+            .or_default()
+            .push((PortKey::from(port), names));
+    }
     *memo = next_memo;
     let stats = stats(&model);
     Translation {
@@ -314,6 +344,8 @@ struct Builder<'a> {
     default_owner: Option<IngressKey>,
     /// Service ports already resolved, by (namespace, service, port).
     resolved: FastMap<(&'a str, &'a str, PortRef<'a>), Arc<Resolved>>,
+    /// The model backends that use each Service port.
+    users: FastMap<(&'a str, &'a str, PortRef<'a>), Vec<String>>,
     /// Secrets already read, by (namespace, name).
     secrets: FastMap<(&'a str, &'a str), SecretResult>,
     /// Position in `model.tls` of each Secret's certificate.
@@ -466,6 +498,10 @@ impl<'a> Builder<'a> {
                 for (reason, message) in &r.problems {
                     self.problem(key, reason, message.clone());
                 }
+                self.users
+                    .entry((ns, service, port))
+                    .or_default()
+                    .push(name.clone());
                 r.backend.clone()
             }
         };
