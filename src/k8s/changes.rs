@@ -8,11 +8,10 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
-use super::SERVICE_NAME_LABEL;
+use super::{EndpointSlice, SERVICE_NAME_LABEL};
 
 /// A Service by namespace and name.
 pub type ServiceKey = (String, String);

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -22,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::changes::{Changes, ServiceKey};
+use super::EndpointSlice;
 use super::{
     apply_endpoint_changes, translate_with, update_endpoints, ClusterState, Memo, Options, Problem,
     ServiceSlices, Stats, Translation,
@@ -192,15 +192,28 @@ pub fn start_watchers(
     let all = watcher::Config::default();
     let mut watch = Watch { metrics, tasks };
     Stores {
-        ingresses: watch.reflect(ingresses, all.clone(), "Ingress", everything_of(changes)),
+        ingresses: watch.reflect(
+            ingresses,
+            all.clone(),
+            "Ingress",
+            strip_bookkeeping,
+            everything_of(changes),
+        ),
         classes: watch.reflect(
             Api::all(client.clone()),
             all.clone(),
             "IngressClass",
+            strip_bookkeeping,
             everything_of(changes),
         ),
-        services: watch.reflect(services, all.clone(), "Service", everything_of(changes)),
-        slices: watch.reflect(slices, all.clone(), "EndpointSlice", {
+        services: watch.reflect(
+            services,
+            all.clone(),
+            "Service",
+            strip_bookkeeping,
+            everything_of(changes),
+        ),
+        slices: watch.reflect(slices, all.clone(), "EndpointSlice", strip_slice, {
             let changes = Arc::clone(changes);
             move |event: &watcher::Event<EndpointSlice>| changes.slice_event(event)
         }),
@@ -209,6 +222,7 @@ pub fn start_watchers(
             secrets,
             all.fields("type=kubernetes.io/tls"),
             "Secret",
+            strip_bookkeeping,
             everything_of(changes),
         ),
     }
@@ -229,12 +243,14 @@ struct Watch<'a> {
 impl Watch<'_> {
     /// A reflector for `api`: its store, kept by a task that follows the watch (relisting after a 410 or
     /// a lost connection, with backoff; the store keeps its objects meanwhile) and hands each event to
-    /// `record` once the store has it.
+    /// `record` once the store has it. `strip` drops what translation never reads before the store
+    /// keeps an object.
     fn reflect<K>(
         &mut self,
         api: Api<K>,
         config: watcher::Config,
         kind: &'static str,
+        strip: fn(&mut K),
         record: impl Fn(&watcher::Event<K>) + Send + 'static,
     ) -> Store<K>
     where
@@ -242,12 +258,9 @@ impl Watch<'_> {
         K::DynamicType: Default + Eq + Hash + Clone,
     {
         let (reader, writer) = reflector::store();
-        // The stores keep what translation reads; the server-side bookkeeping that often outweighs an
-        // object (managedFields, kubectl's copy of the whole object in an annotation) is dropped on
-        // arrival.
         let stream = watcher(api, config)
             .default_backoff()
-            .modify(strip_bookkeeping)
+            .modify(strip)
             .reflect(writer);
         let metrics = self.metrics.clone();
         self.tasks.spawn(async move {
@@ -269,12 +282,28 @@ impl Watch<'_> {
     }
 }
 
-/// Drops `metadata.managedFields` and the `kubectl.kubernetes.io/last-applied-configuration` annotation.
+/// Drops `metadata.managedFields` and the `kubectl.kubernetes.io/last-applied-configuration` annotation:
+/// the server-side bookkeeping that often outweighs an object, never read by translation.
 fn strip_bookkeeping<K: Resource>(object: &mut K) {
     let meta = object.meta_mut();
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
+}
+
+/// [`strip_bookkeeping`], and of a slice's metadata everything but its name, namespace, the
+/// `kubernetes.io/service-name` label and what the store's keys use (uid, resourceVersion): there is one
+/// slice per Service and family, often more, and their owner references, annotations and other labels
+/// are never read.
+fn strip_slice(slice: &mut EndpointSlice) {
+    strip_bookkeeping(slice);
+    let meta = &mut slice.metadata;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.generate_name = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|k, _| k == super::SERVICE_NAME_LABEL);
     }
 }
 

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::ByteString;
 use serde::de::DeserializeOwned;
@@ -180,9 +179,11 @@ fn add(place: &Place<'_>, value: Value, state: &mut ClusterState, errors: &mut V
             }
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            if let Some(mut o) = typed::<EndpointSlice>(place, &what, value, errors) {
+            // Checked against the whole API type, kept as the controller keeps it.
+            type Full = k8s_openapi::api::discovery::v1::EndpointSlice;
+            if let Some(mut o) = typed::<Full>(place, &what, value, errors) {
                 default_namespace(&mut o.metadata.namespace);
-                state.slices.push(Arc::new(o));
+                state.slices.push(Arc::new(o.into()));
             }
         }
         ("v1", "Secret") => {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort};
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass, IngressClassSpec,
     IngressRule, IngressServiceBackend, IngressSpec, ServiceBackendPort,
@@ -416,16 +416,18 @@ fn ten_thousand_ingresses_and_a_hundred_thousand_endpoints() {
                     .into_iter()
                     .collect(),
             );
-            state.slices.push(Arc::new(EndpointSlice {
-                metadata: slice_meta,
-                address_type: family.to_string(),
-                endpoints: Some(endpoints),
-                ports: Some(vec![EndpointPort {
-                    name: Some("http".to_string()),
-                    port: Some(8080),
-                    ..EndpointPort::default()
-                }]),
-            }));
+            state.slices.push(Arc::new(EndpointSlice::from(
+                k8s_openapi::api::discovery::v1::EndpointSlice {
+                    metadata: slice_meta,
+                    address_type: family.to_string(),
+                    endpoints: Some(endpoints),
+                    ports: Some(vec![EndpointPort {
+                        name: Some("http".to_string()),
+                        port: Some(8080),
+                        ..EndpointPort::default()
+                    }]),
+                },
+            )));
         }
     }
     let t = translate(&state, &Options::default());
@@ -463,7 +465,6 @@ fn problem_display_names_the_ingress() {
 /// A memoised translation equals a fresh one after each kind of change, and sees every change.
 #[test]
 fn memoised_translation_follows_every_change() {
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kubernetes");
     let state = manifests::load_dir(&dir).unwrap_or_else(|e| panic!("{e:#?}"));
     let opts = Options::default();

@@ -11,7 +11,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, Ingress, IngressBackend, IngressClass, IngressTLS,
 };
@@ -21,8 +20,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
 use super::{
-    ClusterState, IngressKey, Options, Problem, Stats, Translation, CLASS_ANNOTATION,
-    DEFAULT_CLASS_ANNOTATION, SERVICE_NAME_LABEL,
+    ClusterState, EndpointSlice, IngressKey, Options, Problem, Stats, Translation,
+    CLASS_ANNOTATION, DEFAULT_CLASS_ANNOTATION, SERVICE_NAME_LABEL,
 };
 use crate::config::parse_host_rule;
 use crate::model::{

@@ -11,10 +11,9 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::{name, resolve, same, FastMap, Index, Memo, MemoBackend};
-use crate::k8s::Stats;
+use crate::k8s::{EndpointSlice, Stats};
 use crate::model::{Backend, Model};
 
 /// One Service whose EndpointSlices changed, with its objects as the stores hold them now.

@@ -3,9 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
+use k8s_openapi::api::discovery::v1::EndpointConditions;
 
 use super::*;
+use crate::k8s::slice::{Endpoint, EndpointSlice};
 use crate::k8s::{manifests, translate, translate_with, ClusterState, Options, SERVICE_NAME_LABEL};
 
 fn example() -> ClusterState {
@@ -64,7 +65,6 @@ fn endpoint(address: &str, ready: bool, serving: bool, terminating: bool) -> End
             serving: Some(serving),
             terminating: Some(terminating),
         }),
-        ..Endpoint::default()
     }
 }
 
