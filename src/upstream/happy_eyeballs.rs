@@ -195,8 +195,9 @@ pub async fn race(
     }
 }
 
-fn attempt(addr: SocketAddr) -> impl Future<Output = (SocketAddr, io::Result<TcpStream>)> {
-    async move { (addr, TcpStream::connect(addr).await) }
+/// One connection attempt, tagged with its address.
+async fn attempt(addr: SocketAddr) -> (SocketAddr, io::Result<TcpStream>) {
+    (addr, TcpStream::connect(addr).await)
 }
 
 /// The connector of the hyper-util clients (`h2c`, `https`, `h2`): without addresses it connects to the IP
