@@ -26,6 +26,9 @@ pub struct Bootstrap {
     pub timeouts: ClientTimeouts,
     /// Limits of client connections (connections per listener, HTTP/2 settings).
     pub limits: ConnectionLimits,
+    /// DNS servers that resolve upstreams named by DNS (`resolver:`); empty: the system's
+    /// (`/etc/resolv.conf`).
+    pub resolver: Vec<SocketAddr>,
 }
 
 impl Default for Bootstrap {
@@ -36,6 +39,7 @@ impl Default for Bootstrap {
             admin: Vec::new(),
             timeouts: ClientTimeouts::default(),
             limits: ConnectionLimits::default(),
+            resolver: Vec::new(),
         }
     }
 }
@@ -231,7 +235,8 @@ pub enum PathKind {
 pub struct Backend {
     /// Addresses to connect to, never text.
     pub endpoints: Vec<SocketAddr>,
-    /// DNS names resolved in the background (both families); their addresses join `endpoints`.
+    /// DNS names resolved in the background (both families), each one endpoint whose connects race its
+    /// addresses (happy eyeballs).
     pub named: Vec<NamedEndpoint>,
     /// The protocol spoken to the endpoints.
     pub protocol: Protocol,

@@ -110,6 +110,7 @@ impl Server {
                 )),
                 // The HTTPS redirect names the port a TLS listener really has (port 0 is chosen at bind).
                 tls_port: tls_addrs.first().map(SocketAddr::port),
+                resolver: bootstrap.resolver.clone(),
                 installed,
             }
             .run(models),
@@ -294,6 +295,8 @@ struct Apply {
     /// Taken into each compile and given back; `None` only while a compile runs.
     registry: Option<Registry>,
     tls_port: Option<u16>,
+    /// DNS servers for upstream names; empty: the system's.
+    resolver: Vec<SocketAddr>,
     installed: watch::Sender<u64>,
 }
 
@@ -308,7 +311,7 @@ impl Apply {
     /// Installs each model `models` publishes (the newest, when several arrive during one compile) until
     /// the source goes away.
     async fn run(mut self, mut models: Models) {
-        let mut names = Names::new();
+        let mut names = Names::with_servers(&self.resolver);
         let mut current: Option<Arc<Model>> = None;
         loop {
             let model = models.borrow_and_update().clone();

@@ -120,6 +120,7 @@ fn bootstrap() -> Bootstrap {
         admin: Vec::new(),
         timeouts: ClientTimeouts::default(),
         limits: Default::default(),
+        resolver: Vec::new(),
     }
 }
 

@@ -46,6 +46,44 @@ pub fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
     ))
 }
 
+/// The port of a DNS server written without one.
+pub const DNS_PORT: u16 = 53;
+
+/// Parses a DNS server for `resolver`: `IP:PORT` or `[IPv6]:PORT`, or the address alone (`10.96.0.10`,
+/// `[fd00::10]`) for port 53. An IPv6 address must be bracketed even without a port: `fd00::10:53` could
+/// mean either.
+pub fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(format!("{}: port 0 is not a DNS server port", quote(text)));
+        }
+        return Ok(addr);
+    }
+    if let Ok(ip) = text.parse::<std::net::Ipv4Addr>() {
+        return Ok(SocketAddr::from((ip, DNS_PORT)));
+    }
+    if let Some(ip) = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .and_then(|t| t.parse::<Ipv6Addr>().ok())
+    {
+        return Ok(SocketAddr::from((ip, DNS_PORT)));
+    }
+    if let Ok(ip) = text.parse::<Ipv6Addr>() {
+        return Err(format!(
+            "{}: an IPv6 DNS server must be bracketed; write {:?} (port {DNS_PORT}) or \"[{ip}]:PORT\"",
+            quote(text),
+            format!("[{ip}]")
+        ));
+    }
+    Err(format!(
+        "{} is not a DNS server address; write IP or IP:PORT (IPv6 as [IP] or [IP]:PORT; port {DNS_PORT} \
+         when omitted), e.g. \"10.96.0.10\", \"1.1.1.1:53\" or \"[2001:4860:4860::8888]:53\"",
+        quote(text)
+    ))
+}
+
 /// Parses an address range for `allow` and `trustedProxies`: `CIDR` (`10.0.0.0/8`, `2001:db8::/32`) or a
 /// single address (`/32` or `/128`). Host bits are cleared (`10.1.2.3/8` is `10.0.0.0/8`); an IPv4-mapped
 /// IPv6 range (`::ffff:10.0.0.0/104`) becomes the IPv4 range it covers, since clients are compared in
@@ -136,6 +174,27 @@ mod tests {
             "[::1]:80",
         ] {
             assert!(parse_named(not).is_none(), "{not}");
+        }
+    }
+
+    #[test]
+    fn dns_servers_default_to_port_53_and_ipv6_needs_brackets() {
+        for (text, want) in [
+            ("10.96.0.10", "10.96.0.10:53"),
+            ("127.0.0.1:5353", "127.0.0.1:5353"),
+            ("[fd00::10]", "[fd00::10]:53"),
+            ("[::1]:5353", "[::1]:5353"),
+        ] {
+            assert_eq!(
+                parse_dns_server(text).map(|a| a.to_string()),
+                Ok(want.to_string()),
+                "{text}"
+            );
+        }
+        let e = parse_dns_server("fd00::10").unwrap_err();
+        assert!(e.contains("write \"[fd00::10]\""), "{e}");
+        for bad in ["dns.example:53", "10.0.0.1:0", "10.0.0.1:99999", ""] {
+            assert!(parse_dns_server(bad).is_err(), "{bad}");
         }
     }
 

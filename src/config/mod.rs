@@ -19,7 +19,7 @@ use crate::model::{
     PathRule, PemSource, Protocol, Rule, TlsCert, TlsHost, UpstreamTimeouts,
 };
 
-pub use address::{parse_endpoint, parse_named, parse_range};
+pub use address::{parse_dns_server, parse_endpoint, parse_named, parse_range, DNS_PORT};
 pub use host::parse_host_rule;
 
 /// The configuration the binary runs when no `--config` is given (`config/example.yaml`).
@@ -220,6 +220,7 @@ struct RawConfig {
     connect_retries: Option<Spanned<i64>>,
     trusted_proxies: Option<Vec<Spanned<String>>>,
     limits: Option<RawLimits>,
+    resolver: Option<Spanned<OneOrMany>>,
 }
 
 /// One `listen` or `listenTls` entry: an address (`"[::]:8080"`) or a map
@@ -539,6 +540,19 @@ impl Validator<'_> {
         );
         let (client_timeouts, upstream_timeouts) = self.timeouts(raw.timeouts.unwrap_or_default());
         let (limits, max_request_body) = self.limits(raw.limits.unwrap_or_default());
+        let resolver = match raw.resolver {
+            None => Vec::new(),
+            Some(list) => OneOrMany::into_vec(list)
+                .iter()
+                .filter_map(|s| match parse_dns_server(&s.value) {
+                    Ok(addr) => Some(addr),
+                    Err(message) => {
+                        self.error(s, format!("resolver: {message}"));
+                        None
+                    }
+                })
+                .collect(),
+        };
         let connect_retries = match raw.connect_retries {
             None => model::DEFAULT_CONNECT_RETRIES,
             Some(n) => match usize::try_from(n.value) {
@@ -561,6 +575,7 @@ impl Validator<'_> {
                     admin,
                     timeouts: client_timeouts,
                     limits,
+                    resolver,
                 },
                 model: Model {
                     tls,

@@ -800,3 +800,39 @@ fn kubernetes_mode_accepts_limits() {
     assert_eq!(f.bootstrap.limits.max_connections, 7);
     assert_eq!(f.model.max_request_body, Some(10));
 }
+
+#[test]
+fn resolver_is_a_list_of_dns_servers_fixed_at_start() {
+    let f = file("resolver: [\"127.0.0.1:5353\", \"[::1]\", \"10.96.0.10\"]\n");
+    assert_eq!(
+        f.bootstrap.resolver,
+        [
+            addr("127.0.0.1:5353"),
+            addr("[::1]:53"),
+            addr("10.96.0.10:53")
+        ]
+    );
+    assert_eq!(
+        file("resolver: \"1.1.1.1\"\n").bootstrap.resolver,
+        [addr("1.1.1.1:53")]
+    );
+    assert!(
+        file("defaultBackend: b\nbackends:\n  b:\n    endpoints: [\"127.0.0.1:1\"]\n")
+            .bootstrap
+            .resolver
+            .is_empty()
+    );
+    let e = error("resolver:\n  - \"127.0.0.1\"\n  - fd00::10\n");
+    assert!(
+        e.starts_with("f.yaml:3:5: resolver: \"fd00::10\": an IPv6 DNS server must be bracketed"),
+        "{e}"
+    );
+    let e = error("resolver: [\"dns.example\"]\n");
+    assert!(
+        e.starts_with("f.yaml:1:12: resolver: \"dns.example\" is not a DNS server address"),
+        "{e}"
+    );
+    // A controller's settings file may name DNS servers too (ExternalName Services).
+    let k = parse_for("f.yaml", "resolver: [\"[::1]:5353\"]\n", Mode::Kubernetes).unwrap();
+    assert_eq!(k.bootstrap.resolver, [addr("[::1]:5353")]);
+}

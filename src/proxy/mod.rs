@@ -9,7 +9,7 @@ pub mod hop;
 mod upgrade;
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::routing;
 use crate::snapshot::Snapshot;
 use crate::telemetry::{AddrFamily, Metrics};
-use crate::upstream::{EndpointSet, ForwardError};
+use crate::upstream::{EndpointSet, ForwardError, Peer};
 
 pub use crate::http_types::{canonical_peer, error_response, BoxError, ConnInfo, ProxyBody};
 
@@ -144,11 +144,7 @@ fn wants_trailers(headers: &http::HeaderMap) -> bool {
 
 /// The answer, the endpoint that gave it (if one was tried) and the backend chosen (if the request was
 /// routed).
-type Outcome<'s> = (
-    Response<ProxyBody>,
-    Option<SocketAddr>,
-    Option<&'s EndpointSet>,
-);
+type Outcome<'s> = (Response<ProxyBody>, Option<Peer>, Option<&'s EndpointSet>);
 
 async fn route_and_forward<'s>(
     shared: &Shared,
@@ -336,7 +332,7 @@ async fn route_and_forward<'s>(
                 },
                 fail,
             ),
-            Some(endpoint),
+            Some(Peer::Addr(endpoint)),
             Some(backend),
         ),
         Err(ForwardError::ClientBody {

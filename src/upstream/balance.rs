@@ -1,4 +1,6 @@
-//! Round-robin load balancing across all endpoints of a backend, whatever their address family.
+//! Round-robin load balancing across all endpoints of a backend, whatever their address family. An endpoint
+//! is an address, or a DNS name whose resolved addresses are raced on connect (one endpoint however many
+//! addresses it has).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,23 +9,51 @@ use std::sync::Arc;
 use http::uri::Authority;
 use http::HeaderValue;
 
+use super::happy_eyeballs::Addrs;
 use super::pool::EndpointPool;
 use super::registry::UpstreamClient;
-use crate::model::Protocol;
+use crate::model::{NamedEndpoint, Protocol};
 use crate::telemetry::BackendMetrics;
 
-/// One upstream endpoint: its address, and the URI authority and `Host` value made from it once (IPv6
-/// bracketed by `SocketAddr`'s `Display`), so no request formats or parses it again.
+/// One upstream endpoint: where it connects, and the URI authority and `Host` value made once from its
+/// address (IPv6 bracketed by `SocketAddr`'s `Display`) or its DNS name and port, so no request formats or
+/// parses it again. For `https` and `h2` the authority is also the TLS server name (SNI) and the name the
+/// certificate is checked against.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    /// Where to connect.
-    pub addr: SocketAddr,
-    /// `addr` as a URI authority.
+    /// Where to connect: one address, or the addresses of a DNS name, raced.
+    pub addrs: Addrs,
+    /// The address or `name:port` as a URI authority.
     pub authority: Authority,
-    /// `addr` as a `Host` header value, for requests that came without one.
+    /// `authority` as a `Host` header value, for requests that came without one.
     pub host: HeaderValue,
     /// The endpoint's keep-alive pool, for `http1` backends.
     pub pool: Option<Arc<EndpointPool>>,
+    /// For an endpoint named by DNS of an `h2c`, `https` or `h2` backend: its own client, whose connector
+    /// races the name's addresses (the backend's client connects to the address in the URI).
+    pub client: Option<Arc<UpstreamClient>>,
+}
+
+impl Endpoint {
+    /// The address of an endpoint given by address; `None` for one named by DNS.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self.addrs {
+            Addrs::One(addr) => Some(addr),
+            Addrs::Race(_) => None,
+        }
+    }
+}
+
+/// An endpoint named by DNS as a set is built from it: the name, its resolved addresses in race order
+/// ([`Addrs::race`]), and for `h2c`, `https` and `h2` the client that connects to them.
+#[derive(Debug, Clone)]
+pub struct NamedTarget {
+    /// The name and port.
+    pub name: NamedEndpoint,
+    /// Its addresses ([`Addrs::Race`]).
+    pub addrs: Addrs,
+    /// Its own client (see [`Endpoint::client`]).
+    pub client: Option<Arc<UpstreamClient>>,
 }
 
 /// The endpoints of one backend, the client that reaches them, a round-robin cursor and the backend's
@@ -57,15 +87,16 @@ impl EndpointSet {
             .into_iter()
             .filter_map(|addr| match Authority::try_from(addr.to_string()) {
                 Ok(authority) => Some(Endpoint {
-                    addr,
+                    addrs: Addrs::One(addr),
                     // An authority is always a valid header value.
                     host: HeaderValue::from_str(authority.as_str())
                         .unwrap_or_else(|_| HeaderValue::from_static("")),
                     pool: match client.as_ref() {
-                        UpstreamClient::Http1(c) => Some(c.pool(addr)),
+                        UpstreamClient::Http1(c) => Some(c.pool(Addrs::One(addr))),
                         _ => None,
                     },
                     authority,
+                    client: None,
                 }),
                 Err(e) => {
                     tracing::error!(backend = name, endpoint = %addr, error = %e, "endpoint left out: not a valid URI authority");
@@ -82,6 +113,31 @@ impl EndpointSet {
             attempts: connect_retries.saturating_add(1),
             metrics,
         }
+    }
+
+    /// The set with `named` appended: one endpoint per DNS name, whose authority (and so `Host` when the
+    /// client sent none, and the TLS server name) is `name:port`.
+    pub fn with_named(mut self, named: Vec<NamedTarget>) -> Self {
+        for target in named {
+            let text = target.name.to_string();
+            match Authority::try_from(text.as_str()) {
+                Ok(authority) => self.endpoints.push(Endpoint {
+                    host: HeaderValue::from_str(authority.as_str())
+                        .unwrap_or_else(|_| HeaderValue::from_static("")),
+                    pool: match self.client.as_ref() {
+                        UpstreamClient::Http1(c) => Some(c.pool(target.addrs.clone())),
+                        _ => None,
+                    },
+                    addrs: target.addrs,
+                    authority,
+                    client: target.client,
+                }),
+                Err(e) => {
+                    tracing::error!(backend = self.name, endpoint = text, error = %e, "endpoint left out: not a valid URI authority");
+                }
+            }
+        }
+        self
     }
 
     /// The backend's request and upstream-response histograms.
@@ -148,7 +204,7 @@ mod tests {
         let eps: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().unwrap(), "[::1]:2".parse().unwrap()];
         let set = set(&eps, 2);
         let firsts: Vec<_> = (0..4)
-            .map(|_| set.attempt_order().next().unwrap().addr)
+            .map(|_| set.attempt_order().next().unwrap().addr().unwrap())
             .collect();
         assert_eq!(firsts, vec![eps[0], eps[1], eps[0], eps[1]]);
         assert_eq!(set.attempt_order().len(), 2);
@@ -190,7 +246,35 @@ mod tests {
             2,
             metrics(),
         );
-        assert_eq!(second.attempt_order().next().unwrap().addr, eps[1]);
+        assert_eq!(
+            second.attempt_order().next().unwrap().addr().unwrap(),
+            eps[1]
+        );
+    }
+
+    #[test]
+    fn a_dns_name_is_one_endpoint_named_by_its_name() {
+        let resolved: Vec<SocketAddr> = vec![
+            "127.0.0.1:8080".parse().unwrap(),
+            "[::1]:8080".parse().unwrap(),
+        ];
+        let set = set(&["127.0.0.1:1".parse().unwrap()], 2).with_named(vec![NamedTarget {
+            name: NamedEndpoint {
+                host: "api.example".into(),
+                port: 8080,
+            },
+            addrs: Addrs::race(&resolved),
+            client: None,
+        }]);
+        assert_eq!(set.endpoints().len(), 2);
+        let named = &set.endpoints()[1];
+        assert_eq!(named.authority.as_str(), "api.example:8080");
+        assert_eq!(named.host, "api.example:8080");
+        assert_eq!(named.addr(), None);
+        assert_eq!(
+            named.addrs,
+            Addrs::Race(vec![resolved[1], resolved[0]].into())
+        );
     }
 
     #[test]

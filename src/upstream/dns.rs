@@ -1,13 +1,18 @@
 //! Upstreams named by DNS (Kubernetes `ExternalName` Services, `name:port` in the static file), resolved in
 //! the background by the apply loop, never on the request path: both families (A and AAAA), each name
-//! re-resolved when its records expire (TTL), the addresses compiled into the backend's endpoints like any
-//! other. A name that does not resolve contributes no endpoints (its backend answers 503) and is retried.
+//! re-resolved when its records expire (TTL). Each name is one endpoint of its backend whose connects race
+//! its current addresses (`super::happy_eyeballs`); a change of addresses recompiles the endpoint sets, so
+//! new connections use the new addresses. A name that does not resolve has no addresses (its connects fail
+//! and the next endpoint is tried, else 502) and is retried.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_resolver::config::LookupIpStrategy;
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 use tokio::time::Instant;
 
@@ -46,13 +51,43 @@ impl Names {
     /// A resolver with the system configuration (`/etc/resolv.conf`, `/etc/hosts`) asking for both
     /// address families.
     pub fn new() -> Self {
-        let resolver = match TokioResolver::builder_tokio() {
+        Self::with_servers(&[])
+    }
+
+    /// A resolver asking `servers` (UDP, and TCP for truncated answers) for both address families, or
+    /// with the system configuration when `servers` is empty. `/etc/hosts` is consulted either way.
+    pub fn with_servers(servers: &[SocketAddr]) -> Self {
+        let builder = if servers.is_empty() {
+            TokioResolver::builder_tokio()
+        } else {
+            let name_servers = servers
+                .iter()
+                .map(|s| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = s.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = s.port();
+                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            Ok(TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(name_servers),
+                TokioRuntimeProvider::default(),
+            ))
+        };
+        let resolver = match builder {
             Ok(mut builder) => {
                 builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-                builder.build().ok()
+                match builder.build() {
+                    Ok(resolver) => Some(resolver),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no DNS resolver: upstreams named by DNS get no addresses");
+                        None
+                    }
+                }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "no system DNS configuration: upstreams named by DNS get no endpoints");
+                tracing::warn!(error = %e, "no system DNS configuration: upstreams named by DNS get no addresses");
                 None
             }
         };
@@ -65,17 +100,16 @@ impl Names {
     /// Resolves every name `model` uses that is new or due, forgets names it no longer uses, and returns
     /// whether any name's addresses changed.
     pub async fn refresh(&mut self, model: &Model) -> bool {
-        let wanted: Vec<&NamedEndpoint> = model.backends.values().flat_map(|b| &b.named).collect();
+        let wanted: HashSet<&NamedEndpoint> =
+            model.backends.values().flat_map(|b| &b.named).collect();
         let before = self.entries.len();
-        self.entries.retain(|name, _| wanted.contains(&name));
+        self.entries.retain(|name, _| wanted.contains(name));
         let mut changed = self.entries.len() != before;
         let now = Instant::now();
         let due: Vec<NamedEndpoint> = wanted
             .into_iter()
             .filter(|n| self.entries.get(*n).is_none_or(|e| e.refresh_at <= now))
             .cloned()
-            .collect::<std::collections::HashSet<_>>()
-            .into_iter()
             .collect();
         let lookups = due.iter().map(|name| self.lookup(name));
         for (name, entry) in due

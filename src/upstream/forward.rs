@@ -9,13 +9,44 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
+use hyper_util::client::legacy::connect::HttpInfo;
 use hyper_util::client::legacy::ResponseFuture;
 
-use super::pool::{ConnectError, EndpointPool, Lease, PoolBody, UpstreamBody};
+use super::happy_eyeballs::{Addrs, ConnectError};
+use super::pool::{EndpointPool, Lease, PoolBody, UpstreamBody};
 use super::registry::UpstreamClient;
 use super::{Endpoint, EndpointSet, ReclaimableBody};
 use crate::http_types::BoxError;
 use crate::telemetry::{AddrFamily, Metrics};
+
+/// The upstream a log line or error names: the address of the connection, or, for an endpoint named by DNS
+/// that no connection was made to (or whose connection's address is not known), its `name:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// The address connected to.
+    Addr(SocketAddr),
+    /// The endpoint's DNS name and port.
+    Name(Authority),
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Addr(addr) => addr.fmt(f),
+            Peer::Name(authority) => authority.fmt(f),
+        }
+    }
+}
+
+impl Endpoint {
+    /// The endpoint as errors name it before a connection to it is known.
+    fn peer(&self) -> Peer {
+        match self.addrs {
+            Addrs::One(addr) => Peer::Addr(addr),
+            Addrs::Race(_) => Peer::Name(self.authority.clone()),
+        }
+    }
+}
 
 /// Why a request could not be answered by an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +65,7 @@ pub enum ForwardError {
         /// Backend name.
         backend: String,
         /// The last endpoint tried.
-        endpoint: SocketAddr,
+        endpoint: Peer,
         /// The connect error.
         reason: String,
     },
@@ -44,7 +75,7 @@ pub enum ForwardError {
         /// Backend name.
         backend: String,
         /// The endpoint that timed out.
-        endpoint: SocketAddr,
+        endpoint: Peer,
         /// The configured response timeout.
         timeout: Duration,
     },
@@ -57,7 +88,7 @@ pub enum ForwardError {
         /// Backend name.
         backend: String,
         /// The endpoint the body was being sent to.
-        endpoint: SocketAddr,
+        endpoint: Peer,
         /// What went wrong.
         reason: String,
     },
@@ -67,7 +98,7 @@ pub enum ForwardError {
         /// Backend name.
         backend: String,
         /// The failing endpoint.
-        endpoint: SocketAddr,
+        endpoint: Peer,
         /// What went wrong.
         reason: String,
     },
@@ -113,9 +144,9 @@ pub struct RequestHead {
     pub version: Version,
 }
 
-/// Hands one attempt to the backend's client.
-fn send(set: &EndpointSet, req: Request<ReclaimableBody>) -> Result<ResponseFuture, String> {
-    match set.client() {
+/// Hands one attempt to `client`.
+fn send(client: &UpstreamClient, req: Request<ReclaimableBody>) -> Result<ResponseFuture, String> {
+    match client {
         UpstreamClient::Plain(c) => Ok(c.request(req)),
         UpstreamClient::Tls(c) => Ok(c.request(req)),
         UpstreamClient::Unavailable(reason) => Err(reason.clone()),
@@ -126,7 +157,8 @@ fn send(set: &EndpointSet, req: Request<ReclaimableBody>) -> Result<ResponseFutu
 
 /// Sends the request to `set`, trying the next endpoint when a connection cannot be established (at most
 /// the backend's `connect_retries` further endpoints, each connect bounded by `timeouts.connect`).
-/// Returns the response and the endpoint that produced it, and records in the backend's upstream-response
+/// Returns the response and the address that produced it (for an endpoint named by DNS, the address its
+/// connection reached), and records in the backend's upstream-response
 /// histogram the time from handing the request to that endpoint's client to the response head (connecting,
 /// when no pooled connection was free, included; earlier failed attempts not).
 /// The body is not buffered: a failed connect never reads it, so it is taken back for the next attempt.
@@ -166,19 +198,20 @@ enum SendError {
 async fn send_pooled(
     mut sender: SendRequest<PoolBody>,
     reused: bool,
+    peer: SocketAddr,
     req: Request<PoolBody>,
     pool: &EndpointPool,
-) -> Result<(Response<Incoming>, SendRequest<PoolBody>), SendError> {
+) -> Result<(Response<Incoming>, SendRequest<PoolBody>, SocketAddr), SendError> {
     match sender.try_send_request(req).await {
-        Ok(resp) => Ok((resp, sender)),
+        Ok(resp) => Ok((resp, sender, peer)),
         Err(mut e) => match e.take_message() {
             Some(req) if reused => {
-                let mut sender = match Box::pin(pool.connect()).await {
+                let (mut sender, peer) = match Box::pin(pool.connect()).await {
                     Ok(s) => s,
                     Err(ce) => return Err(SendError::Connect(ce, Box::new(req))),
                 };
                 match sender.send_request(req).await {
-                    Ok(resp) => Ok((resp, sender)),
+                    Ok(resp) => Ok((resp, sender, peer)),
                     Err(e) => Err(SendError::Http(e)),
                 }
             }
@@ -207,13 +240,12 @@ async fn forward_pooled(
     let mut pending = Some(req);
     let mut last_connect_error = None;
     for ep in set.attempt_order() {
-        let endpoint = ep.addr;
         let Some(pool) = ep.pool.as_ref() else {
             continue;
         };
         let handed = Instant::now();
         let deadline = tokio::time::Instant::now() + response_timeout;
-        let timed_out = || ForwardError::Timeout {
+        let timed_out = |endpoint| ForwardError::Timeout {
             backend: set.name().to_string(),
             endpoint,
             timeout: response_timeout,
@@ -224,7 +256,7 @@ async fn forward_pooled(
                 last_connect_error = Some(connect_failed(set, ep, &e, metrics));
                 continue;
             }
-            Err(_) => return Err(timed_out()),
+            Err(_) => return Err(timed_out(ep.peer())),
         };
         let Some(mut req) = pending.take() else {
             break;
@@ -232,16 +264,20 @@ async fn forward_pooled(
         if set_host {
             req.headers_mut().insert(header::HOST, ep.host.clone());
         }
-        match tokio::time::timeout_at(deadline, send_pooled(conn.sender, conn.reused, req, pool))
-            .await
+        let endpoint = Peer::Addr(conn.peer);
+        match tokio::time::timeout_at(
+            deadline,
+            send_pooled(conn.sender, conn.reused, conn.peer, req, pool),
+        )
+        .await
         {
-            Ok(Ok((resp, sender))) => {
+            Ok(Ok((resp, sender, peer))) => {
                 set.metrics()
-                    .observe_upstream(AddrFamily::of(&endpoint), handed.elapsed());
+                    .observe_upstream(AddrFamily::of(&peer), handed.elapsed());
                 // A connection that switched protocols belongs to the upgrade, never to the pool.
                 let lease = (resp.status() != http::StatusCode::SWITCHING_PROTOCOLS)
-                    .then(|| Lease::new(sender, Arc::clone(pool)));
-                return Ok((resp.map(|b| UpstreamBody::new(b, lease)), endpoint));
+                    .then(|| Lease::new(sender, Arc::clone(pool), peer));
+                return Ok((resp.map(|b| UpstreamBody::new(b, lease)), peer));
             }
             Ok(Err(SendError::Connect(e, req))) => {
                 last_connect_error = Some(connect_failed(set, ep, &e, metrics));
@@ -261,7 +297,7 @@ async fn forward_pooled(
                     reason: error_chain(&e),
                 })
             }
-            Err(_) => return Err(timed_out()),
+            Err(_) => return Err(timed_out(endpoint)),
         }
     }
     no_answer(set, last_connect_error)
@@ -273,18 +309,52 @@ fn connect_failed(
     ep: &Endpoint,
     e: &ConnectError,
     metrics: &Metrics,
-) -> (SocketAddr, String) {
-    let endpoint = ep.addr;
-    metrics.upstream_connect_error(endpoint);
+) -> (Peer, String) {
+    count_connect_error(ep, e.last_addr(), metrics);
+    let endpoint = ep.peer();
     let reason = error_chain(e);
     tracing::warn!(backend = set.name(), %endpoint, error = %reason, "upstream connect failed; trying next endpoint");
     (endpoint, reason)
 }
 
+/// Counts a failed connect by the family of the endpoint's address, or for a DNS name of the address its
+/// race tried last (a name without addresses tried none, and is not counted).
+fn count_connect_error(ep: &Endpoint, raced: Option<SocketAddr>, metrics: &Metrics) {
+    if let Some(addr) = ep.addr().or(raced) {
+        metrics.upstream_connect_error(addr);
+    }
+}
+
+/// The `ConnectError` behind a hyper-util client's connect error, if it is one of ours.
+fn our_connect_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e ConnectError> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(ce) = err.downcast_ref::<ConnectError>() {
+            return Some(ce);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// The address a hyper-util client's response came from: the endpoint's, or for a DNS name the address
+/// its connection reached (the connector reports it).
+fn answered_by<B>(ep: &Endpoint, resp: &Response<B>) -> SocketAddr {
+    match &ep.addrs {
+        Addrs::One(addr) => *addr,
+        Addrs::Race(list) => resp
+            .extensions()
+            .get::<HttpInfo>()
+            .map(HttpInfo::remote_addr)
+            .or_else(|| list.first().copied())
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+    }
+}
+
 /// The error when every attempt failed to connect, or there was nothing to try.
 fn no_answer<T>(
     set: &EndpointSet,
-    last_connect_error: Option<(SocketAddr, String)>,
+    last_connect_error: Option<(Peer, String)>,
 ) -> Result<T, ForwardError> {
     match last_connect_error {
         Some((endpoint, reason)) => Err(ForwardError::Connect {
@@ -319,7 +389,6 @@ where
     let mut attempt = Some(ReclaimableBody::new(body));
     let mut last_connect_error = None;
     for (i, ep) in order.enumerate() {
-        let endpoint = ep.addr;
         let Some((body, reclaim)) = attempt.take() else {
             break;
         };
@@ -330,26 +399,33 @@ where
             head.headers.clone()
         };
         let handed = Instant::now();
+        let client = ep.client.as_deref().unwrap_or(set.client());
         let sent = build_request(&head, headers, scheme.clone(), ep.authority.clone(), body)
-            .and_then(|req| send(set, req));
+            .and_then(|req| send(client, req));
         let sent = match sent {
             Ok(f) => f,
             Err(reason) => {
                 return Err(ForwardError::Upstream {
                     backend: set.name().to_string(),
-                    endpoint,
+                    endpoint: ep.peer(),
                     reason,
                 })
             }
         };
         match tokio::time::timeout(response_timeout, sent).await {
             Ok(Ok(resp)) => {
+                let peer = answered_by(ep, &resp);
                 set.metrics()
-                    .observe_upstream(AddrFamily::of(&endpoint), handed.elapsed());
-                return Ok((resp, endpoint));
+                    .observe_upstream(AddrFamily::of(&peer), handed.elapsed());
+                return Ok((resp, peer));
             }
             Ok(Err(e)) if e.is_connect() => {
-                metrics.upstream_connect_error(endpoint);
+                count_connect_error(
+                    ep,
+                    our_connect_error(&e).and_then(ConnectError::last_addr),
+                    metrics,
+                );
+                let endpoint = ep.peer();
                 let reason = error_chain(&e);
                 tracing::warn!(backend = set.name(), %endpoint, error = %reason, "upstream connect failed; trying next endpoint");
                 last_connect_error = Some((endpoint, reason));
@@ -358,21 +434,21 @@ where
             Ok(Err(e)) if caused_by_client_body(&e) => {
                 return Err(ForwardError::ClientBody {
                     backend: set.name().to_string(),
-                    endpoint,
+                    endpoint: ep.peer(),
                     reason: error_chain(&e),
                 })
             }
             Ok(Err(e)) => {
                 return Err(ForwardError::Upstream {
                     backend: set.name().to_string(),
-                    endpoint,
+                    endpoint: ep.peer(),
                     reason: error_chain(&e),
                 })
             }
             Err(_) => {
                 return Err(ForwardError::Timeout {
                     backend: set.name().to_string(),
-                    endpoint,
+                    endpoint: ep.peer(),
                     timeout: response_timeout,
                 })
             }
@@ -381,8 +457,8 @@ where
     no_answer(set, last_connect_error)
 }
 
-/// The upstream request for one attempt: absolute URI built from the endpoint's `SocketAddr` (IPv6
-/// bracketed by `Display`), which the client turns into origin-form on the wire.
+/// The upstream request for one attempt: absolute URI built from the endpoint's authority (its `SocketAddr`,
+/// IPv6 bracketed by `Display`, or its `name:port`), which the client turns into origin-form on the wire.
 fn build_request(
     head: &RequestHead,
     headers: HeaderMap,
@@ -418,12 +494,12 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl ForwardError {
     /// The endpoint the error is about, if one was tried.
-    pub fn endpoint(&self) -> Option<SocketAddr> {
+    pub fn endpoint(&self) -> Option<Peer> {
         match self {
             ForwardError::Connect { endpoint, .. }
             | ForwardError::Timeout { endpoint, .. }
             | ForwardError::ClientBody { endpoint, .. }
-            | ForwardError::Upstream { endpoint, .. } => Some(*endpoint),
+            | ForwardError::Upstream { endpoint, .. } => Some(endpoint.clone()),
             ForwardError::NoEndpoints { .. } => None,
         }
     }

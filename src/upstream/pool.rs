@@ -24,9 +24,9 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::happy_eyeballs::{self, Addrs, ConnectError};
 use crate::http_types::BoxError;
 
 /// The request body sent on pooled connections: nothing (most requests, with no allocation), or the
@@ -81,22 +81,9 @@ impl Body for PoolBody {
     }
 }
 
-/// Why a connection could not be had.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The TCP connect failed.
-    #[error("tcp connect error")]
-    Tcp(#[source] std::io::Error),
-    /// The TCP connect did not finish within `timeouts.connect`.
-    #[error("tcp connect timed out after {0:?} (timeouts.connect)")]
-    Timeout(Duration),
-    /// The HTTP/1 handshake on the new connection failed.
-    #[error("http/1.1 handshake failed")]
-    Handshake(#[source] hyper::Error),
-}
-
-/// The HTTP/1.1 client of plain `http1` backends: one [`EndpointPool`] per endpoint address, shared by
-/// every endpoint set that names the address (and so kept across reloads while the address is in use).
+/// The HTTP/1.1 client of plain `http1` backends: one [`EndpointPool`] per endpoint address (or per set of
+/// addresses a DNS name resolves to), shared by every endpoint set that names it (and so kept across
+/// reloads while it is in use; a name whose addresses change gets a new pool, so its connections move).
 pub struct Http1Client {
     connect: Duration,
     idle: Duration,
@@ -108,7 +95,7 @@ pub struct Http1Client {
 /// addresses no set uses any more.
 #[derive(Default)]
 struct Pools {
-    by_addr: HashMap<SocketAddr, Weak<EndpointPool>>,
+    by_addr: HashMap<Addrs, Weak<EndpointPool>>,
     prune_at: usize,
 }
 
@@ -133,11 +120,11 @@ impl Http1Client {
         }
     }
 
-    /// The pool of `addr`: the one already in use, else a new one. Called when endpoint sets are built,
+    /// The pool of `addrs`: the one already in use, else a new one. Called when endpoint sets are built,
     /// never per request.
-    pub fn pool(&self, addr: SocketAddr) -> Arc<EndpointPool> {
+    pub fn pool(&self, addrs: Addrs) -> Arc<EndpointPool> {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(pool) = pools.by_addr.get(&addr).and_then(Weak::upgrade) {
+        if let Some(pool) = pools.by_addr.get(&addrs).and_then(Weak::upgrade) {
             return pool;
         }
         // Endpoints no set uses any more are forgotten here, so the map does not grow with churn. Pruning
@@ -147,27 +134,27 @@ impl Http1Client {
             pools.prune_at = (pools.by_addr.len() * 2).max(64);
         }
         let pool = Arc::new(EndpointPool {
-            addr,
+            addrs: addrs.clone(),
             connect: self.connect,
             idle: self.idle,
             max_idle: self.max_idle,
             state: Mutex::new(Idle::default()),
         });
-        pools.by_addr.insert(addr, Arc::downgrade(&pool));
+        pools.by_addr.insert(addrs, Arc::downgrade(&pool));
         pool
     }
 }
 
-/// The idle connections of one endpoint, most recently used last.
+/// The idle connections of one endpoint (with the address each is connected to), most recently used last.
 #[derive(Default)]
 struct Idle {
-    conns: Vec<(SendRequest<PoolBody>, Instant)>,
+    conns: Vec<(SendRequest<PoolBody>, Instant, SocketAddr)>,
     reaper: bool,
 }
 
 /// The keep-alive connections of one endpoint.
 pub struct EndpointPool {
-    addr: SocketAddr,
+    addrs: Addrs,
     connect: Duration,
     idle: Duration,
     max_idle: usize,
@@ -177,7 +164,7 @@ pub struct EndpointPool {
 impl fmt::Debug for EndpointPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EndpointPool")
-            .field("addr", &self.addr)
+            .field("addrs", &self.addrs)
             .finish_non_exhaustive()
     }
 }
@@ -189,53 +176,51 @@ pub struct Conn {
     pub sender: SendRequest<PoolBody>,
     /// Whether it came from the idle list.
     pub reused: bool,
+    /// The address it is connected to.
+    pub peer: SocketAddr,
 }
 
 impl EndpointPool {
     /// An idle connection that is ready for a request, or a new one.
     pub async fn checkout(&self) -> Result<Conn, ConnectError> {
-        if let Some(sender) = self.pop_idle() {
+        if let Some((sender, peer)) = self.pop_idle() {
             return Ok(Conn {
                 sender,
                 reused: true,
+                peer,
             });
         }
         // Boxed: connecting is the rare path, and its futures would otherwise make every request's
         // future (which hyper moves into place per request) larger.
-        Box::pin(self.connect()).await.map(|sender| Conn {
+        Box::pin(self.connect()).await.map(|(sender, peer)| Conn {
             sender,
             reused: false,
+            peer,
         })
     }
 
-    /// A new connection, its connection task spawned.
-    pub async fn connect(&self) -> Result<SendRequest<PoolBody>, ConnectError> {
-        let stream = match tokio::time::timeout(self.connect, TcpStream::connect(self.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(ConnectError::Tcp(e)),
-            Err(_) => return Err(ConnectError::Timeout(self.connect)),
-        };
-        // Without Nagle a response head is not held back waiting for an ACK.
-        let _ = stream.set_nodelay(true);
+    /// A new connection (to the one address, or the winner of the race over a DNS name's addresses) and
+    /// the address it reached, its connection task spawned.
+    pub async fn connect(&self) -> Result<(SendRequest<PoolBody>, SocketAddr), ConnectError> {
+        let (stream, peer) = happy_eyeballs::connect(&self.addrs, self.connect).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(ConnectError::Handshake)?;
-        let addr = self.addr;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended with an error");
+                tracing::debug!(endpoint = %peer, error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok((sender, peer))
     }
 
-    fn pop_idle(&self) -> Option<SendRequest<PoolBody>> {
+    fn pop_idle(&self) -> Option<(SendRequest<PoolBody>, SocketAddr)> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some((sender, since)) = state.conns.pop() {
+        while let Some((sender, since, peer)) = state.conns.pop() {
             // Only ready connections are put back; one the upstream has closed since is dropped.
             if sender.is_ready() && since.elapsed() < self.idle {
-                return Some(sender);
+                return Some((sender, peer));
             }
         }
         None
@@ -244,7 +229,7 @@ impl EndpointPool {
     /// Takes back a connection whose last response was read to the end. It is usually ready for the next
     /// request at once; if hyper has not yet finished the exchange (the request body is still being
     /// sent), a small task waits for it, at most `timeouts.idle`.
-    fn put(self: &Arc<Self>, mut sender: SendRequest<PoolBody>) {
+    fn put(self: &Arc<Self>, mut sender: SendRequest<PoolBody>, peer: SocketAddr) {
         if sender.is_closed() {
             return;
         }
@@ -255,20 +240,20 @@ impl EndpointPool {
             let pool = Arc::clone(self);
             rt.spawn(async move {
                 if let Ok(Ok(())) = tokio::time::timeout(pool.idle, sender.ready()).await {
-                    pool.put_ready(sender);
+                    pool.put_ready(sender, peer);
                 }
             });
             return;
         }
-        self.put_ready(sender);
+        self.put_ready(sender, peer);
     }
 
-    fn put_ready(self: &Arc<Self>, sender: SendRequest<PoolBody>) {
+    fn put_ready(self: &Arc<Self>, sender: SendRequest<PoolBody>, peer: SocketAddr) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.conns.len() >= self.max_idle {
             return;
         }
-        state.conns.push((sender, Instant::now()));
+        state.conns.push((sender, Instant::now(), peer));
         if !state.reaper {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 state.reaper = true;
@@ -289,7 +274,7 @@ async fn reap(pool: Weak<EndpointPool>, idle: Duration) {
         let mut state = pool.state.lock().unwrap_or_else(PoisonError::into_inner);
         state
             .conns
-            .retain(|(sender, since)| !sender.is_closed() && since.elapsed() < idle);
+            .retain(|(sender, since, _)| !sender.is_closed() && since.elapsed() < idle);
         if state.conns.is_empty() {
             state.reaper = false;
             return;
@@ -302,17 +287,18 @@ async fn reap(pool: Weak<EndpointPool>, idle: Duration) {
 pub struct Lease {
     sender: SendRequest<PoolBody>,
     pool: Arc<EndpointPool>,
+    peer: SocketAddr,
 }
 
 impl Lease {
-    /// Lends `sender` of `pool`.
-    pub fn new(sender: SendRequest<PoolBody>, pool: Arc<EndpointPool>) -> Self {
-        Lease { sender, pool }
+    /// Lends `sender` of `pool`, connected to `peer`.
+    pub fn new(sender: SendRequest<PoolBody>, pool: Arc<EndpointPool>, peer: SocketAddr) -> Self {
+        Lease { sender, pool, peer }
     }
 
     /// Gives the connection back.
     pub fn release(self) {
-        self.pool.put(self.sender);
+        self.pool.put(self.sender, self.peer);
     }
 }
 

@@ -7,15 +7,17 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use hyper_rustls::HttpsConnectorBuilder;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Builder, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::dns::Resolved;
+use super::happy_eyeballs::{Addrs, Connector};
 use super::pool::Http1Client;
-use super::{EndpointSet, ReclaimableBody};
-use crate::model::{Model, PemSource, Protocol};
+use super::{EndpointSet, NamedTarget, ReclaimableBody};
+use crate::model::{Model, NamedEndpoint, PemSource, Protocol};
 use crate::telemetry::{BackendMetrics, Metrics};
 use crate::tls::client::client_config;
 use crate::tls::store::read_pem;
@@ -30,9 +32,9 @@ pub enum UpstreamClient {
     /// `http1`: a keep-alive pool per endpoint, each request sent on a connection it checks out.
     Http1(Http1Client),
     /// `h2c`.
-    Plain(Client<HttpConnector, ReclaimableBody>),
+    Plain(Client<Connector, ReclaimableBody>),
     /// `https` and `h2`.
-    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, ReclaimableBody>),
+    Tls(Client<hyper_rustls::HttpsConnector<Connector>, ReclaimableBody>),
     /// No client: why.
     Unavailable(String),
 }
@@ -47,10 +49,22 @@ struct ClientKey {
     connect: Duration,
 }
 
+/// A backend's client and, for `https` and `h2`, the TLS configuration it was built with (the clients of
+/// the backend's DNS-named endpoints are built with it too).
+#[derive(Debug, Clone)]
+struct Built {
+    client: Arc<UpstreamClient>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
 /// Clients, round-robin positions and metric handles, reused across compiles.
 pub struct Registry {
     idle: Duration,
-    clients: HashMap<ClientKey, Arc<UpstreamClient>>,
+    clients: HashMap<ClientKey, Built>,
+    /// The clients of DNS-named endpoints of `h2c`, `https` and `h2` backends, by their backend's client
+    /// settings and the addresses they race: a name whose addresses change gets a new client (and so new
+    /// connections), and so does every name sharing them.
+    named_clients: HashMap<(ClientKey, Addrs), Arc<UpstreamClient>>,
     metrics: Arc<Metrics>,
     /// What each backend keeps across compiles, by name.
     backends: HashMap<String, BackendState, foldhash::fast::RandomState>,
@@ -70,7 +84,9 @@ struct BackendState {
 /// What an endpoint set is built from (its cursor and metric handles are the backend's, by name).
 #[derive(Debug, PartialEq)]
 struct SetInputs {
-    endpoints: Vec<std::net::SocketAddr>,
+    endpoints: Vec<SocketAddr>,
+    /// Each DNS name, its addresses in race order, and the identity of its own client, if any.
+    named: Vec<(NamedEndpoint, Addrs, usize)>,
     protocol: Protocol,
     client: usize,
     connect_retries: usize,
@@ -99,6 +115,7 @@ impl Registry {
         Registry {
             idle,
             clients: HashMap::new(),
+            named_clients: HashMap::new(),
             metrics,
             backends: HashMap::default(),
         }
@@ -114,15 +131,16 @@ impl Registry {
         self.endpoint_sets_resolved(model, &Resolved::new())
     }
 
-    /// Like [`Registry::endpoint_sets`], with the addresses of the backends' DNS names from `resolved`
-    /// added to their endpoints.
+    /// Like [`Registry::endpoint_sets`], with the backends' DNS names as endpoints whose connects race
+    /// their addresses from `resolved` (a name not in it has none: its connects fail).
     pub fn endpoint_sets_resolved(
         &mut self,
         model: &Model,
         resolved: &Resolved,
     ) -> (HashMap<String, Arc<EndpointSet>>, Vec<String>) {
         let mut errors = Vec::new();
-        let mut clients = HashMap::new();
+        let mut clients: HashMap<ClientKey, Built> = HashMap::new();
+        let mut named_clients = HashMap::new();
         let mut sets = HashMap::with_capacity(model.backends.len());
         let mut kept = HashMap::with_capacity_and_hasher(model.backends.len(), Default::default());
         for (name, backend) in &model.backends {
@@ -135,24 +153,49 @@ impl Registry {
                 ca,
                 connect: model.timeouts.connect,
             };
-            let client = match clients.get(&key).or_else(|| self.clients.get(&key)) {
-                Some(c) => Arc::clone(c),
-                None => Arc::new(self.client(&key)),
+            let built = match clients.get(&key).or_else(|| self.clients.get(&key)) {
+                Some(b) => b.clone(),
+                None => self.client(&key),
             };
+            let client = Arc::clone(&built.client);
             if let UpstreamClient::Unavailable(reason) = client.as_ref() {
                 errors.push(format!("backend {name:?}: {reason}"));
             }
-            clients.insert(key, client.clone());
-            let mut endpoints = backend.endpoints.clone();
-            for named in &backend.named {
-                for addr in resolved.get(named).into_iter().flatten() {
-                    if !endpoints.contains(addr) {
-                        endpoints.push(*addr);
+            let mut named = Vec::with_capacity(backend.named.len());
+            for n in &backend.named {
+                let addrs = Addrs::race(resolved.get(n).map_or(&[][..], Vec::as_slice));
+                // `http1` connects through the endpoint's pool, an unavailable client fails every request.
+                let own = match client.as_ref() {
+                    UpstreamClient::Plain(_) | UpstreamClient::Tls(_) => {
+                        let id = (key.clone(), addrs.clone());
+                        let c = match named_clients
+                            .get(&id)
+                            .or_else(|| self.named_clients.get(&id))
+                        {
+                            Some(c) => Arc::clone(c),
+                            None => Arc::new(self.legacy_client(&key, built.tls.clone(), &addrs)),
+                        };
+                        named_clients.insert(id, Arc::clone(&c));
+                        Some(c)
                     }
-                }
+                    UpstreamClient::Http1(_) | UpstreamClient::Unavailable(_) => None,
+                };
+                named.push(NamedTarget {
+                    name: n.clone(),
+                    addrs,
+                    client: own,
+                });
             }
+            clients.insert(key, built);
             let inputs = SetInputs {
-                endpoints,
+                endpoints: backend.endpoints.clone(),
+                named: named
+                    .iter()
+                    .map(|t| {
+                        let id = t.client.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize);
+                        (t.name.clone(), t.addrs.clone(), id)
+                    })
+                    .collect(),
                 protocol: backend.protocol,
                 // Identity, not contents: a new client (a changed CA or connect timeout) means a new set.
                 client: Arc::as_ptr(&client) as usize,
@@ -162,14 +205,14 @@ impl Registry {
             let (name, state) = match self.backends.remove_entry(name.as_str()) {
                 Some((name, old)) if old.inputs == inputs => (name, old),
                 Some((name, old)) => {
-                    let set = new_set(&name, &inputs, client, &old.cursor, &old.metrics);
+                    let set = new_set(&name, &inputs, named, client, &old.cursor, &old.metrics);
                     let state = BackendState { inputs, set, ..old };
                     (name, state)
                 }
                 None => {
                     let cursor = Arc::default();
                     let metrics = Arc::new(self.metrics.backend(name));
-                    let set = new_set(name, &inputs, client, &cursor, &metrics);
+                    let set = new_set(name, &inputs, named, client, &cursor, &metrics);
                     let state = BackendState {
                         cursor,
                         metrics,
@@ -183,46 +226,83 @@ impl Registry {
             kept.insert(name, state);
         }
         self.clients = clients;
+        self.named_clients = named_clients;
         self.backends = kept;
         (sets, errors)
     }
 
-    fn client(&self, key: &ClientKey) -> UpstreamClient {
+    /// The client of backends with `key` (and the TLS configuration of `https` and `h2`).
+    fn client(&self, key: &ClientKey) -> Built {
         if key.protocol == Protocol::Http1 {
-            return UpstreamClient::Http1(Http1Client::new(
+            let client = UpstreamClient::Http1(Http1Client::new(
                 key.connect,
                 self.idle,
                 MAX_IDLE_PER_ENDPOINT,
             ));
+            return Built {
+                client: Arc::new(client),
+                tls: None,
+            };
         }
-        let builder = client_builder(self.idle, key.protocol.is_http2());
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(key.connect));
-        http.set_nodelay(true);
-        if !key.protocol.is_tls() {
-            http.enforce_http(true);
-            return UpstreamClient::Plain(builder.build(http));
-        }
-        http.enforce_http(false);
-        let ca = match &key.ca {
-            Some(Err(reason)) => return UpstreamClient::Unavailable(reason.clone()),
-            Some(Ok(bytes)) => Some(PemSource::Inline(bytes.as_slice().into())),
-            None => None,
+        let unavailable = |reason: String| Built {
+            client: Arc::new(UpstreamClient::Unavailable(reason)),
+            tls: None,
         };
-        match client_config(ca.as_ref()) {
-            Ok(config) => {
-                let tls = HttpsConnectorBuilder::new()
-                    .with_tls_config(config)
-                    .https_only();
-                let connector = if key.protocol.is_http2() {
-                    tls.enable_http2().wrap_connector(http)
-                } else {
-                    tls.enable_http1().wrap_connector(http)
-                };
-                UpstreamClient::Tls(builder.build(connector))
+        let tls = if key.protocol.is_tls() {
+            let ca = match &key.ca {
+                Some(Err(reason)) => return unavailable(reason.clone()),
+                Some(Ok(bytes)) => Some(PemSource::Inline(bytes.as_slice().into())),
+                None => None,
+            };
+            match client_config(ca.as_ref()) {
+                Ok(config) => Some(Arc::new(config)),
+                Err(e) => return unavailable(format!("no TLS client: {e}")),
             }
-            Err(e) => UpstreamClient::Unavailable(format!("no TLS client: {e}")),
+        } else {
+            None
+        };
+        let client = self.legacy(key, tls.as_deref(), Connector::new(key.connect));
+        Built {
+            client: Arc::new(client),
+            tls,
         }
+    }
+
+    /// The client of a DNS-named endpoint of an `h2c`, `https` or `h2` backend with `key`: like the
+    /// backend's, its connector racing `addrs`.
+    fn legacy_client(
+        &self,
+        key: &ClientKey,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        addrs: &Addrs,
+    ) -> UpstreamClient {
+        self.legacy(
+            key,
+            tls.as_deref(),
+            Connector::to(addrs.clone(), key.connect),
+        )
+    }
+
+    /// A hyper-util client for `h2c` (`tls` is `None`), `https` or `h2` over `connector`.
+    fn legacy(
+        &self,
+        key: &ClientKey,
+        tls: Option<&rustls::ClientConfig>,
+        connector: Connector,
+    ) -> UpstreamClient {
+        let builder = client_builder(self.idle, key.protocol.is_http2());
+        let Some(config) = tls else {
+            return UpstreamClient::Plain(builder.build(connector));
+        };
+        let tls = HttpsConnectorBuilder::new()
+            .with_tls_config(config.clone())
+            .https_only();
+        let connector = if key.protocol.is_http2() {
+            tls.enable_http2().wrap_connector(connector)
+        } else {
+            tls.enable_http1().wrap_connector(connector)
+        };
+        UpstreamClient::Tls(builder.build(connector))
     }
 }
 
@@ -230,19 +310,23 @@ impl Registry {
 fn new_set(
     name: &str,
     inputs: &SetInputs,
+    named: Vec<NamedTarget>,
     client: Arc<UpstreamClient>,
     cursor: &Arc<AtomicUsize>,
     metrics: &Arc<BackendMetrics>,
 ) -> Arc<EndpointSet> {
-    Arc::new(EndpointSet::new(
-        name,
-        inputs.endpoints.clone(),
-        inputs.protocol,
-        client,
-        Arc::clone(cursor),
-        inputs.connect_retries,
-        Arc::clone(metrics),
-    ))
+    Arc::new(
+        EndpointSet::new(
+            name,
+            inputs.endpoints.clone(),
+            inputs.protocol,
+            client,
+            Arc::clone(cursor),
+            inputs.connect_retries,
+            Arc::clone(metrics),
+        )
+        .with_named(named),
+    )
 }
 
 fn client_builder(idle: Duration, http2_only: bool) -> Builder {

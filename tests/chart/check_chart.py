@@ -70,7 +70,7 @@ REQUIRED_CASES = {
     "hpa-servicemonitor": ("LoadBalancer", "PreferDualStack", None, True, True),
 }
 CONFIG_KEYS = {"listen", "listenTls", "admin", "redirectToHttps", "httpsRedirectPort", "trustedProxies",
-               "connectRetries", "timeouts", "limits"}
+               "connectRetries", "resolver", "timeouts", "limits"}
 TIMEOUT_KEYS = {"headerRead", "idle", "connect", "response", "upstreamRead", "clientWrite", "drain"}
 # The whole-number settings of the proxy's configuration file and the bounds it enforces (src/config/mod.rs),
 # by their path under `config` in the values, which is their path in the file.
@@ -96,6 +96,7 @@ REQUIRED_CONFIG = {
                    "http2MaxLocalErrorResetStreams": 2048},
         "connectRetries": 16,
         "trustedProxies": ["10.0.0.0/8", "fd00::/8", "192.0.2.1"],
+        "resolver": ["10.96.0.10", "[fd00::10]:53"],
         "httpsRedirectPort": 8443,
     },
     "no-body-limit": {"limits": {"maxRequestBody": 0}, "connectRetries": 0},
@@ -521,6 +522,9 @@ def check_case(chart: helm.Chart, case: str, values: dict[str, Any],
     proxies = merged["config"]["trustedProxies"]
     check(f"{case}: trustedProxies {'from values' if proxies else 'absent'}", config.get("trustedProxies") == (proxies or None),
           config.get("trustedProxies"))
+    servers = merged["config"].get("resolver")
+    check(f"{case}: resolver {'from values' if servers else 'absent'}", config.get("resolver") == (servers or None),
+          config.get("resolver"))
     retries = merged["config"].get("connectRetries")
     check(f"{case}: connectRetries {'from values' if retries is not None else 'absent'}",
           config.get("connectRetries") == retries and ("connectRetries" in config) == (retries is not None),
@@ -739,6 +743,8 @@ def check_rejections(chart: helm.Chart) -> None:
         "trustedProxies with a zone id": {"config": {"trustedProxies": ["fe80::1%eth0/64"]}},
         "trustedProxies with a host name": {"config": {"trustedProxies": ["lb.example.com"]}},
         "proxyProtocol not a boolean": {"config": {"proxyProtocol": "v2"}},
+        "resolver with a host name": {"config": {"resolver": ["dns.example.com"]}},
+        "resolver with an unbracketed IPv6 address": {"config": {"resolver": ["fd00::10"]}},
     }
     for name, values in schema_bad.items():
         try:

@@ -158,6 +158,17 @@ pub fn replace_file(path: &Path, contents: &[u8]) {
 /// A TLS upstream (ALPN h2 and http/1.1) answering with the HTTP version it was spoken to in; a path
 /// `/delay/<ms>` answers after that many milliseconds.
 pub async fn tls_upstream(bind: &str, leaf: &Leaf) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind(bind.parse::<SocketAddr>().unwrap())
+        .await
+        .unwrap();
+    tls_upstream_on(listener, leaf)
+}
+
+/// Like [`tls_upstream`] on a listener already bound.
+pub fn tls_upstream_on(
+    listener: tokio::net::TcpListener,
+    leaf: &Leaf,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let chain = vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -170,7 +181,7 @@ pub async fn tls_upstream(bind: &str, leaf: &Leaf) -> (SocketAddr, tokio::task::
     .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    super::spawn_server(bind, move |stream| {
+    super::serve_listener(listener, move |stream| {
         let acceptor = acceptor.clone();
         async move {
             let Ok(tls) = acceptor.accept(stream).await else {
@@ -189,5 +200,4 @@ pub async fn tls_upstream(bind: &str, leaf: &Leaf) -> (SocketAddr, tokio::task::
                 .await;
         }
     })
-    .await
 }

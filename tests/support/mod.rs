@@ -34,6 +34,18 @@ where
     let listener = TcpListener::bind(bind.parse::<SocketAddr>().unwrap())
         .await
         .unwrap();
+    serve_listener(listener, serve)
+}
+
+/// Like [`spawn_server`] on a listener already bound (e.g. to a port chosen for both families).
+pub fn serve_listener<F, Fut>(
+    listener: TcpListener,
+    serve: F,
+) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         loop {
@@ -83,6 +95,7 @@ pub fn default_backend_yaml(endpoints: &[SocketAddr]) -> String {
 /// Behaviour by path:
 /// - `/echo...`: streams the request body back unchanged.
 /// - `/delay/<ms>...`: waits `ms` milliseconds, then answers like the default.
+/// - `/close...`: answers like the default with `Connection: close` (the next request needs a new connection).
 /// - anything else: `upstream <addr>\n` followed by every request header as `name: value` lines (in order),
 ///   then `uri: <request-target>`.
 ///
@@ -104,9 +117,17 @@ impl Drop for Upstream {
 impl Upstream {
     /// Starts one on `bind` (e.g. `"127.0.0.1:0"` or `"[::1]:0"`).
     pub async fn start(bind: &str) -> Upstream {
+        let listener = TcpListener::bind(bind.parse::<SocketAddr>().unwrap())
+            .await
+            .unwrap();
+        Upstream::on(listener)
+    }
+
+    /// Starts one on `listener`.
+    pub fn on(listener: TcpListener) -> Upstream {
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
-        let (addr, task) = spawn_server(bind, move |stream| {
+        let (addr, task) = serve_listener(listener, move |stream| {
             let counter = counter.clone();
             async move {
                 let local = stream.local_addr().unwrap();
@@ -119,8 +140,7 @@ impl Upstream {
                     .with_upgrades()
                     .await;
             }
-        })
-        .await;
+        });
         Upstream { addr, hits, task }
     }
 
@@ -161,6 +181,10 @@ async fn respond(addr: SocketAddr, req: Request<Incoming>) -> Result<Response<Up
     };
     resp.headers_mut()
         .insert("x-upstream", addr.to_string().parse().unwrap());
+    if path.starts_with("/close") {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, "close".parse().unwrap());
+    }
     Ok(resp)
 }
 
