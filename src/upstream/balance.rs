@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::uri::Authority;
 use http::HeaderValue;
@@ -25,16 +25,53 @@ pub struct Endpoint {
     pub addrs: Addrs,
     /// The address or `name:port` as a URI authority.
     pub authority: Authority,
-    /// `authority` as a `Host` header value, for requests that came without one.
-    pub host: HeaderValue,
-    /// The endpoint's keep-alive pool, for `http1` backends.
-    pub pool: Option<Arc<EndpointPool>>,
+    /// The endpoint's keep-alive pool, for `http1` backends: the one an earlier set of the backend used,
+    /// else made by the first request (most endpoints of a large cluster never need one).
+    pool: OnceLock<Arc<EndpointPool>>,
     /// For an endpoint named by DNS of an `h2c`, `https` or `h2` backend: its own client, whose connector
     /// races the name's addresses (the backend's client connects to the address in the URI).
     pub client: Option<Arc<UpstreamClient>>,
 }
 
 impl Endpoint {
+    /// An endpoint reached at `addrs`, known as `authority`, keeping the pool its address already has
+    /// in `client` (an `http1` backend's).
+    fn new(
+        addrs: Addrs,
+        authority: Authority,
+        client: &UpstreamClient,
+        own_client: Option<Arc<UpstreamClient>>,
+    ) -> Endpoint {
+        let pool = OnceLock::new();
+        if let UpstreamClient::Http1(c) = client {
+            if let Some(existing) = c.existing_pool(&addrs) {
+                let _ = pool.set(existing);
+            }
+        }
+        Endpoint {
+            addrs,
+            authority,
+            pool,
+            client: own_client,
+        }
+    }
+
+    /// The keep-alive pool of this endpoint in `client` (the set's), for `http1` backends.
+    pub fn pool(&self, client: &UpstreamClient) -> Option<&Arc<EndpointPool>> {
+        match client {
+            UpstreamClient::Http1(c) => Some(self.pool.get_or_init(|| c.pool(self.addrs.clone()))),
+            _ => None,
+        }
+    }
+
+    /// `authority` as a `Host` header value, for requests that came without one (HTTP/1.0); made when
+    /// needed rather than kept per endpoint.
+    pub fn host(&self) -> HeaderValue {
+        // An authority is always a valid header value.
+        HeaderValue::from_str(self.authority.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
     /// The address of an endpoint given by address; `None` for one named by DNS.
     pub fn addr(&self) -> Option<SocketAddr> {
         match self.addrs {
@@ -86,18 +123,7 @@ impl EndpointSet {
         let endpoints = endpoints
             .into_iter()
             .filter_map(|addr| match Authority::try_from(addr.to_string()) {
-                Ok(authority) => Some(Endpoint {
-                    addrs: Addrs::One(addr),
-                    // An authority is always a valid header value.
-                    host: HeaderValue::from_str(authority.as_str())
-                        .unwrap_or_else(|_| HeaderValue::from_static("")),
-                    pool: match client.as_ref() {
-                        UpstreamClient::Http1(c) => Some(c.pool(Addrs::One(addr))),
-                        _ => None,
-                    },
-                    authority,
-                    client: None,
-                }),
+                Ok(authority) => Some(Endpoint::new(Addrs::One(addr), authority, &client, None)),
                 Err(e) => {
                     tracing::error!(backend = name, endpoint = %addr, error = %e, "endpoint left out: not a valid URI authority");
                     None
@@ -121,17 +147,12 @@ impl EndpointSet {
         for target in named {
             let text = target.name.to_string();
             match Authority::try_from(text.as_str()) {
-                Ok(authority) => self.endpoints.push(Endpoint {
-                    host: HeaderValue::from_str(authority.as_str())
-                        .unwrap_or_else(|_| HeaderValue::from_static("")),
-                    pool: match self.client.as_ref() {
-                        UpstreamClient::Http1(c) => Some(c.pool(target.addrs.clone())),
-                        _ => None,
-                    },
-                    addrs: target.addrs,
+                Ok(authority) => self.endpoints.push(Endpoint::new(
+                    target.addrs,
                     authority,
-                    client: target.client,
-                }),
+                    &self.client,
+                    target.client,
+                )),
                 Err(e) => {
                     tracing::error!(backend = self.name, endpoint = text, error = %e, "endpoint left out: not a valid URI authority");
                 }
@@ -269,7 +290,7 @@ mod tests {
         assert_eq!(set.endpoints().len(), 2);
         let named = &set.endpoints()[1];
         assert_eq!(named.authority.as_str(), "api.example:8080");
-        assert_eq!(named.host, "api.example:8080");
+        assert_eq!(named.host(), "api.example:8080");
         assert_eq!(named.addr(), None);
         assert_eq!(
             named.addrs,

@@ -240,7 +240,7 @@ async fn forward_pooled(
     let mut pending = Some(req);
     let mut last_connect_error = None;
     for ep in set.attempt_order() {
-        let Some(pool) = ep.pool.as_ref() else {
+        let Some(pool) = ep.pool(set.client()) else {
             continue;
         };
         let handed = Instant::now();
@@ -262,7 +262,7 @@ async fn forward_pooled(
             break;
         };
         if set_host {
-            req.headers_mut().insert(header::HOST, ep.host.clone());
+            req.headers_mut().insert(header::HOST, ep.host());
         }
         let endpoint = Peer::Addr(conn.peer);
         match tokio::time::timeout_at(

@@ -120,8 +120,15 @@ impl Http1Client {
         }
     }
 
-    /// The pool of `addrs`: the one already in use, else a new one. Called when endpoint sets are built,
-    /// never per request.
+    /// The pool of `addrs` when some endpoint set already made it (so a rebuilt set keeps its warm
+    /// connections).
+    pub fn existing_pool(&self, addrs: &Addrs) -> Option<Arc<EndpointPool>> {
+        let pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        pools.by_addr.get(addrs).and_then(Weak::upgrade)
+    }
+
+    /// The pool of `addrs`: the one already in use, else a new one. Called once per endpoint, by its
+    /// first request.
     pub fn pool(&self, addrs: Addrs) -> Arc<EndpointPool> {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(pool) = pools.by_addr.get(&addrs).and_then(Weak::upgrade) {
