@@ -41,11 +41,12 @@ fn slice(i: usize, family: &'static str, port: u16, addrs: &[String]) -> serde_j
     })
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// `VmRSS` (resident now) or `VmHWM` (the peak) of `pid`, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -132,13 +133,16 @@ async fn main() {
     }
     let sync = started.elapsed();
     let pid = bin.child.id();
-    let rss = rss_kib(pid);
+    let rss_ready = status_kib(pid, "VmRSS:");
 
     // A cluster at rest, then one change: the last Service's IPv4 slice points at a live upstream.
     let up = Upstream::start("127.0.0.1:0").await;
     let last = ingresses - 1;
     let host = format!("h{last}.example.com");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The allocator returns freed pages to the system about a second after they were freed (mimalloc's
+    // purge delay): the resident size a second or two after the sync is the steady state.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_settled = status_kib(pid, "VmRSS:");
     let metric = |name: &'static str| {
         let url = format!("http://{admin}/metrics");
         async move {
@@ -202,10 +206,16 @@ async fn main() {
         "EndpointSlice change to serving: {:.0} ms",
         change.as_secs_f64() * 1000.0
     );
-    println!("resident memory after sync: {:.1} MB", rss as f64 / 1024.0);
+    let mb = |kib: u64| kib as f64 / 1024.0;
+    println!("resident memory at ready: {:.1} MB", mb(rss_ready));
+    println!("resident memory 2 s after ready: {:.1} MB", mb(rss_settled));
     println!(
         "resident memory after the change: {:.1} MB",
-        rss_kib(pid) as f64 / 1024.0
+        mb(status_kib(pid, "VmRSS:"))
+    );
+    println!(
+        "peak resident memory (VmHWM): {:.1} MB",
+        mb(status_kib(pid, "VmHWM:"))
     );
     drop(bin);
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -21,11 +21,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::changes::{Changes, ServiceKey};
-use super::EndpointSlice;
 use super::{
     apply_endpoint_changes, translate_with, update_endpoints, ClusterState, Memo, Options, Problem,
     ServiceSlices, Stats, Translation,
 };
+use super::{EndpointSlice, Service};
 use crate::config::source::ModelSender;
 use crate::model::Model;
 use crate::telemetry::Metrics;

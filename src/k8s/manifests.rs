@@ -175,7 +175,7 @@ fn add(place: &Place<'_>, value: Value, state: &mut ClusterState, errors: &mut V
         ("v1", "Service") => {
             if let Some(mut o) = typed::<Service>(place, &what, value, errors) {
                 default_namespace(&mut o.metadata.namespace);
-                state.services.push(Arc::new(o));
+                state.services.push(Arc::new(o.into()));
             }
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {

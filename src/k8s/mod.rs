@@ -13,18 +13,18 @@ pub mod events;
 pub mod leader;
 pub mod manifests;
 pub mod report;
-pub mod slice;
+pub mod slim;
 pub mod status;
 mod translate;
 
 use std::fmt;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use crate::model::Model;
-pub use slice::EndpointSlice;
+pub use slim::{EndpointSlice, Service};
 
 pub use translate::{
     apply_endpoint_changes, is_ours, translate, translate_with, update_endpoints, EndpointChanges,

@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort};
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass, IngressClassSpec,
@@ -382,18 +382,20 @@ fn ten_thousand_ingresses_and_a_hundred_thousand_endpoints() {
             }),
             status: None,
         }));
-        state.services.push(Arc::new(Service {
-            metadata: meta(&ns, &name),
-            spec: Some(ServiceSpec {
-                ports: Some(vec![ServicePort {
-                    name: Some("http".to_string()),
-                    port: 80,
-                    ..ServicePort::default()
-                }]),
-                ..ServiceSpec::default()
-            }),
-            status: None,
-        }));
+        state.services.push(Arc::new(Service::from(
+            k8s_openapi::api::core::v1::Service {
+                metadata: meta(&ns, &name),
+                spec: Some(ServiceSpec {
+                    ports: Some(vec![ServicePort {
+                        name: Some("http".to_string()),
+                        port: 80,
+                        ..ServicePort::default()
+                    }]),
+                    ..ServiceSpec::default()
+                }),
+                status: None,
+            },
+        )));
         for family in ["IPv4", "IPv6"] {
             let endpoints = (0..PER_SERVICE / 2)
                 .map(|j| {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
+use k8s_openapi::api::core::v1::{Secret, ServicePort};
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, Ingress, IngressBackend, IngressClass, IngressTLS,
 };
@@ -20,7 +20,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
 use super::{
-    ClusterState, EndpointSlice, IngressKey, Options, Problem, Stats, Translation,
+    ClusterState, EndpointSlice, IngressKey, Options, Problem, Service, Stats, Translation,
     CLASS_ANNOTATION, DEFAULT_CLASS_ANNOTATION, SERVICE_NAME_LABEL,
 };
 use crate::config::parse_host_rule;

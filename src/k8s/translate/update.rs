@@ -10,10 +10,8 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
-
 use super::{name, resolve, same, FastMap, Index, Memo, MemoBackend};
-use crate::k8s::{EndpointSlice, Stats};
+use crate::k8s::{EndpointSlice, Service, Stats};
 use crate::model::{Backend, Model};
 
 /// One Service whose EndpointSlices changed, with its objects as the stores hold them now.

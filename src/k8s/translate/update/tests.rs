@@ -6,7 +6,7 @@ use std::sync::Arc;
 use k8s_openapi::api::discovery::v1::EndpointConditions;
 
 use super::*;
-use crate::k8s::slice::{Endpoint, EndpointSlice};
+use crate::k8s::slim::{Endpoint, EndpointSlice};
 use crate::k8s::{manifests, translate, translate_with, ClusterState, Options, SERVICE_NAME_LABEL};
 
 fn example() -> ClusterState {
