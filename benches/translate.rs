@@ -100,8 +100,8 @@ fn bench(c: &mut Criterion) {
     let _ = registry.endpoint_sets(&model);
     group.bench_function("compile 10,000 Ingresses with a warm registry", |b| {
         b.iter(|| {
-            let (sets, _) = registry.endpoint_sets(&model);
-            black_box(Table::compile(&model, &sets, None))
+            let _ = registry.endpoint_sets(&model);
+            black_box(Table::compile(&model, &registry, None))
         });
     });
     group.finish();

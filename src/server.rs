@@ -414,8 +414,8 @@ fn compile(
     previous: &Snapshot,
     tls_port: Option<u16>,
 ) -> Compiled {
-    let (sets, mut errors) = registry.endpoint_sets_resolved(model, resolved);
-    let table = Table::compile(model, &sets, tls_port);
+    let mut errors = registry.endpoint_sets_resolved(model, resolved);
+    let table = Table::compile(model, &registry, tls_port);
     let certs = match certs {
         Some(store) => {
             let (table, cert_errors) = store.update(&model.tls, previous.certs.as_deref());

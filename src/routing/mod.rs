@@ -15,7 +15,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::model::{HostMatch, Model, UpstreamTimeouts};
-use crate::upstream::EndpointSet;
+use crate::upstream::{EndpointSet, Registry};
 
 pub use host::RequestHost;
 pub use path::PathTable;
@@ -54,15 +54,12 @@ pub struct Table {
 }
 
 impl Table {
-    /// Compiles `model` with the endpoint set of each backend (from [`crate::upstream::Registry`]).
+    /// Compiles `model` with the endpoint set of each backend, as `registry` last built them
+    /// ([`Registry::endpoint_sets`]).
     /// `tls_port` is the port of the first bound TLS listener, if any: plain-HTTP requests for hosts with a
     /// certificate are redirected there when the model asks for it. Paths naming a backend the model does
     /// not define are skipped (validation reports them before a model gets here).
-    pub fn compile(
-        model: &Model,
-        backends: &HashMap<String, Arc<EndpointSet>>,
-        tls_port: Option<u16>,
-    ) -> Table {
+    pub fn compile(model: &Model, registry: &Registry, tls_port: Option<u16>) -> Table {
         let mut table = Table {
             timeouts: model.timeouts,
             https_redirect_port: tls_port
@@ -71,7 +68,7 @@ impl Table {
             default_backend: model
                 .default_backend
                 .as_deref()
-                .and_then(|n| backends.get(n).cloned())
+                .and_then(|n| registry.set(n).cloned())
                 .map(|backend| Target {
                     backend,
                     allow: None,
@@ -88,7 +85,7 @@ impl Table {
                 }
             };
             for p in &rule.paths {
-                if let Some(backend) = backends.get(&p.backend) {
+                if let Some(backend) = registry.set(&p.backend) {
                     let target = Target {
                         backend: backend.clone(),
                         allow: (!p.allow.is_empty()).then(|| p.allow.as_slice().into()),
@@ -102,9 +99,9 @@ impl Table {
 
     /// Compiles `model` with fresh upstream state and no TLS listener (benchmarks, tests).
     pub fn compile_fresh(model: &Model) -> Table {
-        let mut registry = crate::upstream::Registry::new(std::time::Duration::from_secs(90));
-        let (backends, _) = registry.endpoint_sets(model);
-        Table::compile(model, &backends, None)
+        let mut registry = Registry::new(std::time::Duration::from_secs(90));
+        let _ = registry.endpoint_sets(model);
+        Table::compile(model, &registry, None)
     }
 
     /// Finds the target for a request. The host picks one set of paths (exact host, else wildcard, else the

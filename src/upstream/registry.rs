@@ -66,8 +66,10 @@ pub struct Registry {
     /// connections), and so does every name sharing them.
     named_clients: HashMap<(ClientKey, Addrs), Arc<UpstreamClient>>,
     metrics: Arc<Metrics>,
-    /// What each backend keeps across compiles, by name.
+    /// What each backend keeps across compiles, by name; updated in place by each compile.
     backends: HashMap<String, BackendState, foldhash::fast::RandomState>,
+    /// Counts compiles; a backend not marked with the current one is no longer in the model.
+    generation: u64,
 }
 
 /// A backend's state across compiles: its round-robin position and metric handles, and its endpoint set
@@ -75,6 +77,8 @@ pub struct Registry {
 /// thousands rebuilds one set.
 #[derive(Debug)]
 struct BackendState {
+    /// The compile that last saw the backend in its model.
+    seen: u64,
     cursor: Arc<AtomicUsize>,
     metrics: Arc<BackendMetrics>,
     inputs: SetInputs,
@@ -118,31 +122,31 @@ impl Registry {
             named_clients: HashMap::new(),
             metrics,
             backends: HashMap::default(),
+            generation: 0,
         }
     }
 
-    /// The endpoint set of every backend of `model`, reusing the clients, round-robin positions and metric
-    /// handles of backends seen before; state no backend uses any more is dropped (requests in flight keep theirs).
-    /// Returns one message per backend whose TLS client could not be built; its requests get 502.
-    pub fn endpoint_sets(
-        &mut self,
-        model: &Model,
-    ) -> (HashMap<String, Arc<EndpointSet>>, Vec<String>) {
+    /// Builds the endpoint set of every backend of `model` (then [`Registry::set`] hands them out), reusing
+    /// the clients, round-robin positions and metric handles of backends seen before, and the very set of
+    /// a backend that has not changed; state no backend uses any more is dropped (requests in flight keep
+    /// theirs). Returns one message per backend whose TLS client could not be built; its requests get 502.
+    pub fn endpoint_sets(&mut self, model: &Model) -> Vec<String> {
         self.endpoint_sets_resolved(model, &Resolved::new())
+    }
+
+    /// The endpoint set of backend `name` as the last [`Registry::endpoint_sets`] built it.
+    pub fn set(&self, name: &str) -> Option<&Arc<EndpointSet>> {
+        self.backends.get(name).map(|state| &state.set)
     }
 
     /// Like [`Registry::endpoint_sets`], with the backends' DNS names as endpoints whose connects race
     /// their addresses from `resolved` (a name not in it has none: its connects fail).
-    pub fn endpoint_sets_resolved(
-        &mut self,
-        model: &Model,
-        resolved: &Resolved,
-    ) -> (HashMap<String, Arc<EndpointSet>>, Vec<String>) {
+    pub fn endpoint_sets_resolved(&mut self, model: &Model, resolved: &Resolved) -> Vec<String> {
         let mut errors = Vec::new();
         let mut clients: HashMap<ClientKey, Built> = HashMap::new();
         let mut named_clients = HashMap::new();
-        let mut sets = HashMap::with_capacity(model.backends.len());
-        let mut kept = HashMap::with_capacity_and_hasher(model.backends.len(), Default::default());
+        self.generation += 1;
+        let generation = self.generation;
         for (name, backend) in &model.backends {
             let ca = match (&backend.ca, backend.protocol.is_tls()) {
                 (Some(source), true) => Some(read_pem(source).map_err(|e| e.to_string())),
@@ -201,34 +205,35 @@ impl Registry {
                 client: Arc::as_ptr(&client) as usize,
                 connect_retries: model.connect_retries,
             };
-            // The name moves from the old map to the new one: no copy per backend per compile.
-            let (name, state) = match self.backends.remove_entry(name.as_str()) {
-                Some((name, old)) if old.inputs == inputs => (name, old),
-                Some((name, old)) => {
-                    let set = new_set(&name, &inputs, named, client, &old.cursor, &old.metrics);
-                    let state = BackendState { inputs, set, ..old };
-                    (name, state)
+            // Updated in place: an unchanged backend costs one lookup and one comparison per compile.
+            match self.backends.get_mut(name.as_str()) {
+                Some(state) => {
+                    state.seen = generation;
+                    if state.inputs != inputs {
+                        state.set =
+                            new_set(name, &inputs, named, client, &state.cursor, &state.metrics);
+                        state.inputs = inputs;
+                    }
                 }
                 None => {
                     let cursor = Arc::default();
                     let metrics = Arc::new(self.metrics.backend(name));
                     let set = new_set(name, &inputs, named, client, &cursor, &metrics);
                     let state = BackendState {
+                        seen: generation,
                         cursor,
                         metrics,
                         inputs,
                         set,
                     };
-                    (name.clone(), state)
+                    self.backends.insert(name.clone(), state);
                 }
-            };
-            sets.insert(name.clone(), Arc::clone(&state.set));
-            kept.insert(name, state);
+            }
         }
+        self.backends.retain(|_, state| state.seen == generation);
         self.clients = clients;
         self.named_clients = named_clients;
-        self.backends = kept;
-        (sets, errors)
+        errors
     }
 
     /// The client of backends with `key` (and the TLS configuration of `https` and `h2`).
