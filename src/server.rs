@@ -151,7 +151,9 @@ impl Server {
         let mut data_loops = JoinSet::new();
         for (l, options) in data {
             let s = shared.clone();
-            let handler = move |conn, req| proxy::handle(s.clone(), conn, req);
+            // Boxed: hyper keeps a slot for the response future of every connection, also while it is
+            // idle, and moves the future into it per request; a box keeps both at the size of a pointer.
+            let handler = move |conn, req| Box::pin(proxy::handle(s.clone(), conn, req));
             data_loops.spawn(listen::serve(
                 l,
                 builder.clone(),

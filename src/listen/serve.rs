@@ -232,18 +232,23 @@ pub async fn serve<H: ConnHandler>(
                 .await;
                 return;
             }
-            let Some((stream, conn)) = proxied(stream, conn, &limits, &stop).await else {
-                return;
-            };
-            serve_stream(
-                &builder,
-                stream,
-                conn,
-                &options.transport,
-                handler,
-                limits,
-                stop,
-            )
+            // Boxed, as TLS is: a PROXY protocol connection's reader and stream type would otherwise size
+            // every connection task.
+            Box::pin(async move {
+                let Some((stream, conn)) = proxied(stream, conn, &limits, &stop).await else {
+                    return;
+                };
+                serve_stream(
+                    &builder,
+                    stream,
+                    conn,
+                    &options.transport,
+                    handler,
+                    limits,
+                    stop,
+                )
+                .await;
+            })
             .await;
         });
     }
@@ -311,30 +316,51 @@ async fn serve_stream<S, H>(
         Transport::Plain => {
             serve_io(builder, TokioIo::new(stream), conn, handler, limits, stop).await;
         }
+        // Boxed: the handshake and a TLS connection's state are far larger than a plain connection's, and
+        // inline they would size every connection task (and so every idle keep-alive connection) to them.
         Transport::Tls(store) => {
-            match handshake(
-                store.as_ref(),
-                stream,
-                conn.local,
-                limits.deadline,
-                limits.metrics,
-            )
-            .await
-            {
-                Ok((tls, info)) => {
-                    let conn = ConnInfo {
-                        tls: Some(Arc::new(info)),
-                        ..conn
-                    };
-                    serve_io(builder, TokioIo::new(tls), conn, handler, limits, stop).await;
-                }
-                Err(e) => {
-                    if e.kind() == std::io::ErrorKind::TimedOut {
-                        limits.closed_by(Deadline::HeaderRead);
-                    }
-                    tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
-                }
+            Box::pin(serve_tls(
+                builder, store, stream, conn, handler, limits, stop,
+            ))
+            .await;
+        }
+    }
+}
+
+/// [`serve_stream`] over TLS: the handshake within the first deadline, then HTTP.
+async fn serve_tls<S, H>(
+    builder: &Builder<TokioExecutor>,
+    store: &CertsInForce,
+    stream: S,
+    conn: ConnInfo,
+    handler: H,
+    limits: Limits<'_>,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: ConnHandler,
+{
+    match handshake(
+        store.as_ref(),
+        stream,
+        conn.local,
+        limits.deadline,
+        limits.metrics,
+    )
+    .await
+    {
+        Ok((tls, info)) => {
+            let conn = ConnInfo {
+                tls: Some(Arc::new(info)),
+                ..conn
+            };
+            serve_io(builder, TokioIo::new(tls), conn, handler, limits, stop).await;
+        }
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                limits.closed_by(Deadline::HeaderRead);
             }
+            tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
         }
     }
 }
