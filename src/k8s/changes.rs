@@ -117,7 +117,10 @@ impl Changes {
                 }
             }
             watcher::Event::InitDone => {
-                s.service_of = s.relist.take().unwrap_or_default();
+                // A relist replaces what the watch knew (an `InitDone` without its `Init` keeps it).
+                if let Some(relist) = s.relist.take() {
+                    s.service_of = relist;
+                }
                 s.members.clear();
                 for ((ns, slice), service) in &s.service_of {
                     s.members
