@@ -79,8 +79,9 @@ struct Cli {
     /// Print the Kubernetes RBAC rules the controller needs (JSON) and exit.
     #[arg(long)]
     print_rbac: bool,
-    /// Worker threads (default: one per CPU). 1 runs the proxy on a single-threaded runtime, the
-    /// cheapest way to serve from one core (like nginx's `worker_processes 1`).
+    /// Worker threads (default: one per CPU the process may use, after its CPU affinity and cgroup
+    /// quota). 1 runs the proxy on a single-threaded runtime, the cheapest way to serve from one core
+    /// (like nginx's `worker_processes 1`); that is also the default when the process may use one CPU.
     #[arg(long, value_name = "N", env = "DUALSTACK_INGRESS_THREADS")]
     threads: Option<usize>,
     /// Log format.
@@ -104,15 +105,26 @@ fn main() -> ExitCode {
         };
     }
     telemetry::init_logging(cli.log_format);
-    let runtime = match cli.threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread()
+    // One usable CPU (a pinned process, a container limited to one CPU) gets the single-threaded runtime:
+    // a multi-threaded one with one worker pays for cross-thread wakeups and work stealing for nothing.
+    let workers = cli
+        .threads
+        .or_else(|| {
+            std::thread::available_parallelism()
+                .ok()
+                .map(std::num::NonZero::get)
+        })
+        .unwrap_or(1)
+        .max(1);
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n.max(1))
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
             .enable_all()
-            .build(),
-        None => tokio::runtime::Runtime::new(),
+            .build()
     };
     let runtime = match runtime {
         Ok(rt) => rt,
@@ -121,6 +133,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if workers == 1 {
+        tracing::info!("single-threaded runtime");
+    } else {
+        tracing::info!(workers, "multi-threaded runtime");
+    }
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

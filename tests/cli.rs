@@ -287,6 +287,37 @@ async fn sigint_also_exits_0() {
     assert_eq!(bin.wait_exit().await.code(), Some(0));
 }
 
+/// A process that may use one CPU runs on the single-threaded runtime by default, as `--threads 1` does;
+/// with more CPUs it gets a worker per CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_runtime_follows_the_cpus_the_process_may_use() {
+    let up = Upstream::start("127.0.0.1:0").await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "proxy.yaml", &config(up.addr, ""));
+    let mut pinned = Running::start_on_one_cpu(dir.path(), &["--config", "proxy.yaml"]);
+    let line = pinned
+        .wait_line("runtime", |l| l.contains(" runtime"))
+        .await;
+    assert!(line.contains("single-threaded runtime"), "{line}");
+    let (v4, v6) = pinned.data_addrs().await;
+    assert_eq!(get(&format!("http://{v4}/"), &[]).await.status, 200);
+    assert_eq!(get(&format!("http://{v6}/"), &[]).await.status, 200);
+    pinned.signal("-TERM");
+    assert_eq!(pinned.wait_exit().await.code(), Some(0));
+
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut free = Running::start(dir.path(), &["--config", "proxy.yaml"]);
+    let line = free.wait_line("runtime", |l| l.contains(" runtime")).await;
+    if cpus > 1 {
+        assert!(line.contains("multi-threaded runtime"), "{line}");
+        assert!(line.contains(&format!("workers={cpus}")), "{line}");
+    } else {
+        assert!(line.contains("single-threaded runtime"), "{line}");
+    }
+    free.signal("-TERM");
+    assert_eq!(free.wait_exit().await.code(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_logs_into_a_pipe_have_no_colour_codes() {
     let up = Upstream::start("127.0.0.1:0").await;

@@ -25,7 +25,18 @@ impl Running {
 
     /// Starts the binary in `dir` with `args`, `RUST_LOG=info` and the environment variables `env`.
     pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
-        let mut child = Command::new(BIN)
+        Self::spawn(Command::new(BIN), dir, args, env)
+    }
+
+    /// Starts the binary in `dir` with `args`, allowed to run on CPU 0 only (`taskset -c 0`).
+    pub fn start_on_one_cpu(dir: &Path, args: &[&str]) -> Running {
+        let mut taskset = Command::new("taskset");
+        taskset.args(["-c", "0", BIN]);
+        Self::spawn(taskset, dir, args, &[])
+    }
+
+    fn spawn(mut command: Command, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut child = command
             .args(args)
             .current_dir(dir)
             .env("RUST_LOG", "info")
