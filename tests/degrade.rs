@@ -77,15 +77,18 @@ fn run(args: &[&str]) -> Output {
 }
 
 /// Polls `url` inside `ns` until it answers or 20 s pass.
-fn wait_for(ns: &Netns, url: &str) -> String {
+/// Polls `url` inside `ns` until its body contains `expected` (the listener answers 503 until the
+/// configuration is installed); returns that body.
+fn wait_for(ns: &Netns, url: &str, expected: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(body) = ns.curl(url) {
-            return body;
+        let body = ns.curl(url);
+        if let Some(body) = body.as_ref().filter(|b| b.contains(expected)) {
+            return body.clone();
         }
         assert!(
             Instant::now() < deadline,
-            "{url} never answered inside {}",
+            "{url} never answered with {expected:?} inside {}; last answer: {body:?}",
             ns.0
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -111,11 +114,12 @@ fn embedded_default_without_ipv6_warns_and_serves_ipv4() {
         ]);
     }
     let proxy = ns.spawn(&[env!("CARGO_BIN_EXE_dualstack-ingress")]);
-    let body = wait_for(&ns, "http://127.0.0.1:8080/");
-    assert!(
-        body.contains("hello from the demo upstream at 127.0.0.1:"),
-        "{body}"
+    let body = wait_for(
+        &ns,
+        "http://127.0.0.1:8080/",
+        "hello from the demo upstream at 127.0.0.1:",
     );
+    assert!(body.starts_with("hello from the demo upstream"), "{body}");
     assert_eq!(
         ns.curl("http://[::1]:8080/"),
         None,
