@@ -64,6 +64,8 @@ fn request_path(c: &mut Criterion) {
     let v6: IpAddr = "2001:db8::7".parse().unwrap();
     let mut group = c.benchmark_group("request_path");
     for (name, client) in [("ipv4 client", v4), ("ipv6 client", v6)] {
+        // Made once per client connection.
+        let client = forwarded::PeerText::new(client);
         group.bench_function(name, |b| {
             let mut scratch = String::new();
             b.iter(|| {
@@ -81,7 +83,7 @@ fn request_path(c: &mut Criterion) {
                 forwarded::apply(
                     &mut h,
                     &forwarded::ClientSide {
-                        client,
+                        client: &client,
                         proto: "http",
                         host: Some(&host),
                         listener_port: 8080,

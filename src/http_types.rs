@@ -9,6 +9,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
+use crate::proxy::forwarded::PeerText;
 use crate::tls::accept::TlsInfo;
 
 /// Errors carried in streamed bodies.
@@ -25,9 +26,33 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// The TLS session, on TLS listeners.
     pub tls: Option<Arc<TlsInfo>>,
+    /// `peer` as the forwarding headers write it.
+    pub peer_text: PeerText,
 }
 
 impl ConnInfo {
+    /// A plain connection from `peer` (canonical) to `local`.
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+        ConnInfo {
+            peer,
+            local,
+            tls: None,
+            peer_text: PeerText::new(peer.ip()),
+        }
+    }
+
+    /// The same connection, its peer given by the PROXY protocol header instead.
+    pub fn with_peer(self, peer: SocketAddr) -> Self {
+        if peer.ip() == self.peer.ip() {
+            return ConnInfo { peer, ..self };
+        }
+        ConnInfo {
+            peer,
+            peer_text: PeerText::new(peer.ip()),
+            ..self
+        }
+    }
+
     /// `https` on TLS connections, else `http`.
     pub fn proto(&self) -> &'static str {
         if self.tls.is_some() {

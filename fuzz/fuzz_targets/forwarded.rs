@@ -16,7 +16,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use arbitrary::{Arbitrary, Unstructured};
-use dualstack_ingress::proxy::forwarded::{apply, client_address, ClientSide};
+use dualstack_ingress::proxy::forwarded::{apply, client_address, ClientSide, PeerText};
 use http::header::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
@@ -268,7 +268,7 @@ fn check(input: Input) {
     apply(
         &mut headers,
         &ClientSide {
-            client,
+            client: &PeerText::new(client),
             proto,
             host: host.as_deref(),
             listener_port: input.listener_port,

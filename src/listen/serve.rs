@@ -194,11 +194,7 @@ pub async fn serve<H: ConnHandler>(
         let _ = stream.set_nodelay(true);
         // The local address of the accepted socket: the real destination even on a wildcard listener.
         let local = stream.local_addr().unwrap_or(local);
-        let conn = ConnInfo {
-            peer: canonical_peer(peer),
-            local,
-            tls: None,
-        };
+        let conn = ConnInfo::new(canonical_peer(peer), local);
         // The slot lives as long as the socket, also when an upgrade hands it to a splice.
         let stream = Counted::new(stream, slot);
         let (builder, handler, options, stop) = (
@@ -275,10 +271,7 @@ async fn proxied<S: AsyncRead + Unpin>(
     match read {
         Ok(Ok(header)) => {
             let peer = header.source.map_or(conn.peer, canonical_peer);
-            Some((
-                Prefixed::new(header.leftover, stream),
-                ConnInfo { peer, ..conn },
-            ))
+            Some((Prefixed::new(header.leftover, stream), conn.with_peer(peer)))
         }
         Ok(Err(e)) => {
             if let Some(m) = limits.metrics {

@@ -1,6 +1,5 @@
 //! Forwarding headers: `X-Forwarded-*` and RFC 7239 `Forwarded`.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{Entry, HeaderMap, HeaderName, HeaderValue};
@@ -11,10 +10,45 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
+/// The address of a client connection's peer as the forwarding headers write it, made once per connection
+/// (formatting an address costs more than the rest of the headers together, and a keep-alive connection
+/// carries many requests).
+#[derive(Debug, Clone)]
+pub struct PeerText {
+    /// The `X-Forwarded-For` element: `192.0.2.1`, `2001:db8::1`.
+    xff: HeaderValue,
+    /// The `Forwarded` node (RFC 7239 section 6): `for=192.0.2.1`, `for="[2001:db8::1]"`.
+    forwarded_for: HeaderValue,
+}
+
+impl PeerText {
+    /// The text of `ip`, which should be canonical (IPv4-mapped IPv6 shown as IPv4).
+    pub fn new(ip: IpAddr) -> Self {
+        let xff = ip.to_string();
+        let forwarded_for = match ip {
+            IpAddr::V4(_) => format!("for={xff}"),
+            IpAddr::V6(_) => format!("for=\"[{xff}]\""),
+        };
+        // The text of an address is always a valid header value.
+        let valid = |text: String| {
+            header_value(text.into_bytes()).unwrap_or_else(|| HeaderValue::from_static(""))
+        };
+        PeerText {
+            xff: valid(xff),
+            forwarded_for: valid(forwarded_for),
+        }
+    }
+}
+
+/// `text` as a header value, without copying it, if it is a valid one.
+fn header_value(text: Vec<u8>) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
+}
+
 /// What the proxy knows about the client side of one request.
 pub struct ClientSide<'a> {
-    /// The client's address, already canonical (IPv4-mapped IPv6 shown as IPv4).
-    pub client: IpAddr,
+    /// The peer's address (the client's, or the last proxy's), as text.
+    pub client: &'a PeerText,
     /// `http` or `https`.
     pub proto: &'static str,
     /// The host the client asked for (its `Host` or authority), if any.
@@ -81,38 +115,39 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 /// `-Port` (a trusted peer's own values of these are kept). Each header is looked up once (one hash of
 /// its name through the entry API), and the text of both lists is built in one buffer.
 pub fn apply(headers: &mut HeaderMap, side: &ClientSide<'_>) {
-    let mut buf = String::with_capacity(96);
-    let _ = write!(buf, "{}", side.client);
-    append_to_list(headers, &X_FORWARDED_FOR, &buf, |_| true);
+    append_to_list(headers, &X_FORWARDED_FOR, side.client.xff.clone(), |_| true);
 
-    buf.clear();
-    match side.client {
-        IpAddr::V4(ip) => {
-            let _ = write!(buf, "for={ip}");
-        }
-        IpAddr::V6(ip) => {
-            let _ = write!(buf, "for=\"[{ip}]\"");
-        }
-    }
-    buf.push_str(";proto=");
-    buf.push_str(side.proto);
+    let node = side.client.forwarded_for.as_bytes();
+    // `;proto=` and the proto, `;host=` and the host, perhaps quoted.
+    let capacity = node.len() + 7 + side.proto.len() + side.host.map_or(0, |h| 6 + h.len() + 2);
+    let mut buf = Vec::with_capacity(capacity);
+    buf.extend_from_slice(node);
+    buf.extend_from_slice(b";proto=");
+    buf.extend_from_slice(side.proto.as_bytes());
     if let Some(host) = side.host {
-        buf.push_str(";host=");
+        buf.extend_from_slice(b";host=");
         push_token_or_quoted(&mut buf, host);
     }
     // A malformed incoming value is dropped, not extended: an unterminated quoted string in it would
     // swallow the element appended here.
-    append_to_list(headers, &http::header::FORWARDED, &buf, is_forwarded_list);
+    if let Some(ours) = header_value(buf) {
+        append_to_list(headers, &http::header::FORWARDED, ours, is_forwarded_list);
+    }
 
     let trusted = side.trusted_peer;
     // A trusted load balancer's own values win; anyone else's are replaced.
     set_unless_trusted(headers, &X_FORWARDED_PROTO, trusted, || {
         Some(HeaderValue::from_static(side.proto))
     });
-    // A trusted load balancer's X-Forwarded-Host names what its own client asked for.
-    set_unless_trusted(headers, &X_FORWARDED_HOST, trusted, || {
-        side.host.and_then(|h| HeaderValue::from_str(h).ok())
-    });
+    // A trusted load balancer's X-Forwarded-Host names what its own client asked for. The host is usually
+    // the request's `Host` value itself, which is then shared rather than copied.
+    let host_value = side
+        .host
+        .and_then(|h| match headers.get(http::header::HOST) {
+            Some(v) if v.as_bytes() == h.as_bytes() => Some(v.clone()),
+            _ => HeaderValue::from_str(h).ok(),
+        });
+    set_unless_trusted(headers, &X_FORWARDED_HOST, trusted, || host_value);
     set_unless_trusted(headers, &X_FORWARDED_PORT, trusted, || {
         Some(port_value(side.listener_port))
     });
@@ -123,30 +158,28 @@ pub fn apply(headers: &mut HeaderMap, side: &ClientSide<'_>) {
 fn append_to_list(
     headers: &mut HeaderMap,
     name: &'static HeaderName,
-    value: &str,
+    value: HeaderValue,
     keep: fn(&str) -> bool,
 ) {
     match headers.entry(name) {
         Entry::Vacant(slot) => {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                slot.insert(v);
-            }
+            slot.insert(value);
         }
         Entry::Occupied(mut lines) => {
-            let mut joined = String::with_capacity(value.len() + 64);
+            let mut joined = Vec::with_capacity(value.len() + 64);
             for v in lines.iter() {
                 if let Some(s) = v.to_str().ok().filter(|s| keep(s)) {
                     if !joined.is_empty() {
-                        joined.push_str(", ");
+                        joined.extend_from_slice(b", ");
                     }
-                    joined.push_str(s);
+                    joined.extend_from_slice(s.as_bytes());
                 }
             }
             if !joined.is_empty() {
-                joined.push_str(", ");
+                joined.extend_from_slice(b", ");
             }
-            joined.push_str(value);
-            if let Ok(v) = HeaderValue::from_str(&joined) {
+            joined.extend_from_slice(value.as_bytes());
+            if let Some(v) = header_value(joined) {
                 lines.insert(v);
             }
         }
@@ -255,19 +288,18 @@ fn port_value(port: u16) -> HeaderValue {
 }
 
 /// RFC 7239 values are tokens or quoted strings; a host with `:` or `[` must be quoted.
-fn push_token_or_quoted(out: &mut String, value: &str) {
-    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if !value.is_empty() && value.chars().all(is_tchar) {
-        out.push_str(value);
+fn push_token_or_quoted(out: &mut Vec<u8>, value: &str) {
+    if !value.is_empty() && value.bytes().all(is_tchar) {
+        out.extend_from_slice(value.as_bytes());
     } else {
-        out.push('"');
-        for c in value.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
+        out.push(b'"');
+        for b in value.bytes() {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
             }
-            out.push(c);
+            out.push(b);
         }
-        out.push('"');
+        out.push(b'"');
     }
 }
 
@@ -287,7 +319,7 @@ mod tests {
         apply(
             &mut h,
             &ClientSide {
-                client: client.parse().unwrap(),
+                client: &PeerText::new(client.parse().unwrap()),
                 proto: "http",
                 host,
                 listener_port: 8080,
@@ -356,7 +388,7 @@ mod tests {
         apply(
             &mut h,
             &ClientSide {
-                client: "10.0.0.1".parse().unwrap(),
+                client: &PeerText::new("10.0.0.1".parse().unwrap()),
                 proto: "http",
                 host: Some("app.example.com"),
                 listener_port: 8080,

@@ -21,6 +21,10 @@ const FORWARDED_UPGRADE: &str = "websocket";
 /// routing), and the fixed hop-by-hop headers. Returns the `Upgrade` value to pass on when the message asked
 /// for a protocol upgrade (`Connection: upgrade` plus `Upgrade`) that names `websocket`.
 pub fn strip(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    // Most messages carry none of them: one pass over the names (comparisons, no hashing) settles that.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return None;
+    }
     let mut upgrade_requested = false;
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)

@@ -272,7 +272,7 @@ async fn route_and_forward<'s>(
     forwarded::apply(
         &mut headers,
         &forwarded::ClientSide {
-            client: conn.peer.ip(),
+            client: &conn.peer_text,
             proto: conn.proto(),
             host,
             listener_port: conn.local.port(),
