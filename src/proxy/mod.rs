@@ -305,13 +305,15 @@ async fn route_and_forward<'s>(
             Version::HTTP_11
         },
     };
-    let result = crate::upstream::forward(
+    // Boxed: the forwarding future is most of a request's state; held inline, every enclosing future (and
+    // the copies made as each is created and moved into place) would carry its size.
+    let result = Box::pin(crate::upstream::forward(
         head,
         body,
         backend,
         table.timeouts.response,
         &shared.metrics,
-    )
+    ))
     .await;
     match result {
         // The body passed limits.maxRequestBody and the upstream request was aborted.
