@@ -243,20 +243,25 @@ async fn forward_pooled(
         let Some(pool) = ep.pool(set.client()) else {
             continue;
         };
-        let handed = Instant::now();
-        let deadline = tokio::time::Instant::now() + response_timeout;
+        // One clock reading for both the histogram and the deadline.
+        let handed = tokio::time::Instant::now();
+        let deadline = handed + response_timeout;
         let timed_out = |endpoint| ForwardError::Timeout {
             backend: set.name().to_string(),
             endpoint,
             timeout: response_timeout,
         };
-        let conn = match tokio::time::timeout_at(deadline, pool.checkout()).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                last_connect_error = Some(connect_failed(set, ep, &e, metrics));
-                continue;
-            }
-            Err(_) => return Err(timed_out(ep.peer())),
+        // An idle connection needs no timer; only connecting does.
+        let conn = match pool.take_idle() {
+            Some(conn) => conn,
+            None => match tokio::time::timeout_at(deadline, pool.connect_new()).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    last_connect_error = Some(connect_failed(set, ep, &e, metrics));
+                    continue;
+                }
+                Err(_) => return Err(timed_out(ep.peer())),
+            },
         };
         let Some(mut req) = pending.take() else {
             break;

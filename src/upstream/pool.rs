@@ -188,17 +188,19 @@ pub struct Conn {
 }
 
 impl EndpointPool {
-    /// An idle connection that is ready for a request, or a new one.
-    pub async fn checkout(&self) -> Result<Conn, ConnectError> {
-        if let Some((sender, peer)) = self.pop_idle() {
-            return Ok(Conn {
-                sender,
-                reused: true,
-                peer,
-            });
-        }
+    /// The most recently used idle connection that is ready for a request, if there is one.
+    pub fn take_idle(&self) -> Option<Conn> {
+        self.pop_idle().map(|(sender, peer)| Conn {
+            sender,
+            reused: true,
+            peer,
+        })
+    }
+
+    /// A new connection, for when no idle one is ready.
+    pub async fn connect_new(&self) -> Result<Conn, ConnectError> {
         // Boxed: connecting is the rare path, and its futures would otherwise make every request's
-        // future (which hyper moves into place per request) larger.
+        // future larger.
         Box::pin(self.connect()).await.map(|(sender, peer)| Conn {
             sender,
             reused: false,
