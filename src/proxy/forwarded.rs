@@ -265,7 +265,9 @@ fn is_forwarded_list(value: &str) -> bool {
 
 /// An RFC 9110 token character.
 fn is_tchar(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+    matches!(c,
+        b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z'
+        | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
 }
 
 /// The `X-Forwarded-Port` value of a listener port: the same few ports every time, so the value is made

@@ -1,5 +1,6 @@
 //! The request host, parsed per RFC 3986 from a `Host` header or an absolute-form authority.
 
+use std::cell::RefCell;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// What the request names as its host, ready for rule matching.
@@ -18,17 +19,72 @@ pub enum RequestHost<'a> {
 
 /// Parses an authority such as `[::1]:8080`, `example.com:8080` or `EXAMPLE.com.`. The caller provides
 /// `scratch` to hold the lower-cased name, so the common (already lower case) path does not allocate.
+///
+/// The verdict for the last authority parsed on this thread is remembered: a keep-alive connection sends
+/// the same `Host` on every request, and the parse (through `http::uri::Authority`, which copies the text)
+/// costs more than the comparison.
 pub fn parse<'a>(authority: &'a str, scratch: &'a mut String) -> RequestHost<'a> {
+    thread_local! {
+        static LAST: RefCell<(String, Verdict)> = const { RefCell::new((String::new(), Verdict::Missing)) };
+    }
+    let remembered = LAST.with(|last| {
+        let last = last.borrow();
+        (last.0 == authority).then_some(last.1)
+    });
+    let verdict = match remembered {
+        Some(v) => v,
+        None => {
+            let v = verdict(authority);
+            if authority.len() <= MEMO_MAX {
+                LAST.with(|last| {
+                    let mut last = last.borrow_mut();
+                    last.0.clear();
+                    last.0.push_str(authority);
+                    last.1 = v;
+                });
+            }
+            v
+        }
+    };
+    match verdict {
+        Verdict::Missing => RequestHost::Missing,
+        Verdict::Invalid => RequestHost::Invalid,
+        Verdict::IpLiteral => RequestHost::IpLiteral,
+        Verdict::Name { len, lower: false } => RequestHost::Name(&authority[..len]),
+        Verdict::Name { len, lower: true } => {
+            scratch.clear();
+            scratch.push_str(&authority[..len]);
+            scratch.make_ascii_lowercase();
+            RequestHost::Name(scratch.as_str())
+        }
+    }
+}
+
+/// The longest authority remembered (longer ones are parsed every time).
+const MEMO_MAX: usize = 255;
+
+/// What [`parse`] found, without borrowing: a name is the authority's first `len` bytes, to be lower-cased
+/// when `lower`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Missing,
+    Invalid,
+    IpLiteral,
+    Name { len: usize, lower: bool },
+}
+
+/// The parse itself.
+fn verdict(authority: &str) -> Verdict {
     if authority.is_empty() {
-        return RequestHost::Missing;
+        return Verdict::Missing;
     }
     // A comma can only come from joined or folded values; userinfo is not allowed in `Host`.
     if authority.bytes().any(|b| b == b',' || b == b'@') {
-        return RequestHost::Invalid;
+        return Verdict::Invalid;
     }
     let host = match authority.parse::<http::uri::Authority>() {
         Ok(a) => a.host().len(),
-        Err(_) => return RequestHost::Invalid,
+        Err(_) => return Verdict::Invalid,
     };
     let (host, port) = authority.split_at(host);
     if !port
@@ -36,36 +92,32 @@ pub fn parse<'a>(authority: &'a str, scratch: &'a mut String) -> RequestHost<'a>
         .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
         && !port.is_empty()
     {
-        return RequestHost::Invalid;
+        return Verdict::Invalid;
     }
     // `http::uri::Authority` checks only where the brackets are: what is inside them must be an IPv6
     // address (RFC 3986 IP-literal), and a bracket anywhere else is not a host character at all.
     if let Some(literal) = host.strip_prefix('[') {
         return match literal.strip_suffix(']') {
-            Some(inner) if is_ipv6_literal(inner) => RequestHost::IpLiteral,
-            _ => RequestHost::Invalid,
+            Some(inner) if is_ipv6_literal(inner) => Verdict::IpLiteral,
+            _ => Verdict::Invalid,
         };
     }
     let name = host.strip_suffix('.').unwrap_or(host);
     // `10.0.0.1.` is the same IPv4 address (as resolvers and browsers read it), not a name.
     if name.parse::<Ipv4Addr>().is_ok() {
-        return RequestHost::IpLiteral;
+        return Verdict::IpLiteral;
     }
     // No bracket outside an IP literal, and no empty label (`a..b`, `a..`), as nginx refuses them.
     if host.contains(['[', ']']) || host.contains("..") {
-        return RequestHost::Invalid;
+        return Verdict::Invalid;
     }
     let host = name;
     if host.is_empty() {
-        return RequestHost::Invalid;
+        return Verdict::Invalid;
     }
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        scratch.clear();
-        scratch.push_str(host);
-        scratch.make_ascii_lowercase();
-        RequestHost::Name(scratch.as_str())
-    } else {
-        RequestHost::Name(host)
+    Verdict::Name {
+        len: host.len(),
+        lower: host.bytes().any(|b| b.is_ascii_uppercase()),
     }
 }
 

@@ -63,9 +63,17 @@ fn request_host_parsing() {
         ("Bar.Foo.Com", RequestHost::Name("bar.foo.com")),
         ("", RequestHost::Missing),
     ];
+    // Each case twice in a row (the second answer is the remembered one), and the cases one after another
+    // (each replaces the remembered one).
     for (text, want) in cases {
-        let mut scratch = String::new();
-        assert_eq!(host::parse(text, &mut scratch), want, "Host {text:?}");
+        for round in ["first", "remembered"] {
+            let mut scratch = String::new();
+            assert_eq!(
+                host::parse(text, &mut scratch),
+                want,
+                "Host {text:?}, {round} parse"
+            );
+        }
     }
 }
 

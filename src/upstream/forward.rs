@@ -202,21 +202,29 @@ async fn send_pooled(
     req: Request<PoolBody>,
     pool: &EndpointPool,
 ) -> Result<(Response<Incoming>, SendRequest<PoolBody>, SocketAddr), SendError> {
-    match sender.try_send_request(req).await {
-        Ok(resp) => Ok((resp, sender, peer)),
+    let unsent = match sender.try_send_request(req).await {
+        Ok(resp) => return Ok((resp, sender, peer)),
         Err(mut e) => match e.take_message() {
-            Some(req) if reused => {
-                let (mut sender, peer) = match Box::pin(pool.connect()).await {
-                    Ok(s) => s,
-                    Err(ce) => return Err(SendError::Connect(ce, Box::new(req))),
-                };
-                match sender.send_request(req).await {
-                    Ok(resp) => Ok((resp, sender, peer)),
-                    Err(e) => Err(SendError::Http(e)),
-                }
-            }
-            _ => Err(SendError::Http(e.into_error())),
+            Some(req) if reused => req,
+            _ => return Err(SendError::Http(e.into_error())),
         },
+    };
+    // Boxed: the rare path; inline, its futures would make every request's future larger.
+    Box::pin(send_on_new_connection(unsent, pool)).await
+}
+
+/// Sends `req` on a new connection of `pool`.
+async fn send_on_new_connection(
+    req: Request<PoolBody>,
+    pool: &EndpointPool,
+) -> Result<(Response<Incoming>, SendRequest<PoolBody>, SocketAddr), SendError> {
+    let (mut sender, peer) = match pool.connect().await {
+        Ok(s) => s,
+        Err(ce) => return Err(SendError::Connect(ce, Box::new(req))),
+    };
+    match sender.send_request(req).await {
+        Ok(resp) => Ok((resp, sender, peer)),
+        Err(e) => Err(SendError::Http(e)),
     }
 }
 
