@@ -42,10 +42,14 @@ async fn serve(client: TcpStream, peer: SocketAddr, upstream: SocketAddr) {
     });
     let server =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(client), service);
-    // Both halves in one task: the server connection ends the task; the upstream one ends with it.
+    // Both halves in one task: the server connection ends the task. The upstream connection may end first
+    // (an upstream that closes after its answer); the client then still gets that answer.
+    tokio::pin!(server);
     tokio::select! {
-        _ = server => {}
-        _ = conn => {}
+        _ = &mut server => {}
+        _ = conn => {
+            let _ = server.await;
+        }
     }
 }
 

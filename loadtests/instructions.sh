@@ -7,7 +7,8 @@
 # Each BIN runs single-threaded under callgrind on loopback port 29390 in front of examples/fixed_upstream.rs
 # (29391); after 500 warm-up requests the counters are zeroed and N (default 2000) requests are sent over
 # 8 keep-alive connections with oha; the total is divided by N. A BIN named `minimal_proxy` is run as
-# examples/minimal_proxy.rs (the floor: hyper alone). The counts repeat to within a few instructions.
+# examples/minimal_proxy.rs (the floor: hyper alone). The counts repeat to within about 0.3%.
+# OHA_ARGS adds oha options to the counted run, e.g. OHA_ARGS=--disable-keepalive (a connection per request).
 # Needs valgrind and oha. CALLGRIND_OUT=DIR keeps each run's profile (callgrind_annotate --inclusive=yes).
 set -euo pipefail
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dualstack-ingress/target}"
@@ -43,7 +44,8 @@ for bin in "$@"; do
   for _ in $(seq 1 200); do curl -sf -o /dev/null http://127.0.0.1:29390/ && break; sleep 0.2; done
   oha --no-tui -n 500 -c 8 http://127.0.0.1:29390/ > /dev/null
   callgrind_control -z "$proxy" > /dev/null 2>&1
-  oha --no-tui --output-format json -n "$N" -c 8 http://127.0.0.1:29390/ > "$WORK/oha.json"
+  # shellcheck disable=SC2086
+  oha --no-tui --output-format json -n "$N" -c 8 ${OHA_ARGS:-} http://127.0.0.1:29390/ > "$WORK/oha.json"
   callgrind_control -d "$proxy" > /dev/null 2>&1
   kill -TERM "$proxy"; wait "$proxy" 2>/dev/null || true
   ok=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["statusCodeDistribution"].get("200",0))' "$WORK/oha.json")

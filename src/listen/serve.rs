@@ -203,7 +203,9 @@ pub async fn serve<H: ConnHandler>(
             options.clone(),
             stop.clone(),
         );
-        connections.spawn(async move {
+        // Boxed before it is spawned: spawning moves a future several times on its way into the task (about
+        // ten copies of its 2.8 KB, more instructions than parsing a request); a box moves as a pointer.
+        connections.spawn(Box::pin(async move {
             let _reserved = reserved;
             let metrics = options.metrics.as_deref();
             let _open = metrics
@@ -246,7 +248,7 @@ pub async fn serve<H: ConnHandler>(
                 .await;
             })
             .await;
-        });
+        }));
     }
     drop(listener);
     connections.close();
