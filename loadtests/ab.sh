@@ -12,16 +12,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 UPSTREAM_BIN="${UPSTREAM_BIN:-$CARGO_TARGET_DIR/release/examples/fixed_upstream}"
 ROUNDS=$1; SECS=$2; A=$3; B=$4; shift 4; EXTRA=("$@")
 W=$(mktemp -d)
-cat > $W/p.yaml <<Y
-listen: ["127.0.0.1:29290"]
-routes:
-  - paths:
-      - path: /
-        backend: bench
-backends:
-  bench:
-    endpoints: ["127.0.0.1:29291", "[::1]:29291"]
-Y
+# shellcheck source=loadtests/bench_setup.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/bench_setup.sh"
+bench_config $W/p.yaml '"127.0.0.1:29290"' '"127.0.0.1:29291", "[::1]:29291"'
 taskset -c 1 "$UPSTREAM_BIN" 127.0.0.1:29291 "[::1]:29291" >/dev/null 2>&1 & U=$!
 run() {
   local bin=$1 name=$2

@@ -16,25 +16,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 N="${N:-2000}"
 UPSTREAM_BIN="${UPSTREAM_BIN:-$CARGO_TARGET_DIR/release/examples/fixed_upstream}"
 [ $# -gt 0 ] || set -- "$CARGO_TARGET_DIR/release/dualstack-ingress"
-WORK="$(mktemp -d /tmp/dualstack-instructions.XXXXXX)"
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-cat > "$WORK/proxy.yaml" <<YAML
-listen: ["127.0.0.1:29390"]
-routes:
-  - paths:
-      - path: /
-        backend: bench
-backends:
-  bench:
-    endpoints: ["127.0.0.1:29391"]
-YAML
+# shellcheck source=loadtests/bench_setup.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/bench_setup.sh"
+bench_workdir instructions
+bench_config "$WORK/proxy.yaml" '"127.0.0.1:29390"' '"127.0.0.1:29391"'
 "$UPSTREAM_BIN" 127.0.0.1:29391 > /dev/null 2>&1 &
 pids+=($!)
 for bin in "$@"; do

@@ -14,25 +14,10 @@ BIN="${BIN:-$CARGO_TARGET_DIR/release/dualstack-ingress}"
 UPSTREAM_BIN="${UPSTREAM_BIN:-$CARGO_TARGET_DIR/release/examples/fixed_upstream}"
 SECONDS_RUN="${1:-6}"
 TOP="${TOP:-25}"
-WORK="$(mktemp -d /tmp/dualstack-profile.XXXXXX)"
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-cat > "$WORK/proxy.yaml" <<YAML
-listen: ["127.0.0.1:29090", "[::1]:29090"]
-routes:
-  - paths:
-      - path: /
-        backend: bench
-backends:
-  bench:
-    endpoints: ["127.0.0.1:29091", "[::1]:29091"]
-YAML
+# shellcheck source=loadtests/bench_setup.sh
+. "$HERE/bench_setup.sh"
+bench_workdir profile
+bench_config "$WORK/proxy.yaml" '"127.0.0.1:29090", "[::1]:29090"' '"127.0.0.1:29091", "[::1]:29091"'
 taskset -c 1 "$UPSTREAM_BIN" 127.0.0.1:29091 "[::1]:29091" > "$WORK/upstream.log" 2>&1 &
 pids+=($!)
 # shellcheck disable=SC2086
