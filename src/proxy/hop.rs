@@ -20,36 +20,71 @@ const FORWARDED_UPGRADE: &str = "websocket";
 /// Removes `Connection`, every header it names (never `Host`, which is end-to-end and was used for
 /// routing), and the fixed hop-by-hop headers. Returns the `Upgrade` value to pass on when the message asked
 /// for a protocol upgrade (`Connection: upgrade` plus `Upgrade`) that names `websocket`.
+///
+/// Costs one pass over the names when the message has none of them, and one hashed removal per header
+/// actually present otherwise: `Connection: keep-alive` or `close` (sent by browsers and by clients that
+/// open a connection per request) removes one header and allocates nothing.
 pub fn strip(headers: &mut HeaderMap) -> Option<HeaderValue> {
-    // Most messages carry none of them: one pass over the names (comparisons, no hashing) settles that.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    let present = fixed_present(headers);
+    if present == 0 {
         return None;
     }
     let mut upgrade_requested = false;
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| {
-            let token = token.trim();
-            if token.eq_ignore_ascii_case("upgrade") {
-                upgrade_requested = true;
-            }
-            HeaderName::from_bytes(token.as_bytes())
-                .ok()
-                .filter(|name| *name != header::HOST)
-        })
-        .collect();
+    let mut names_others = false;
+    for token in connection_tokens(headers) {
+        upgrade_requested |= token.eq_ignore_ascii_case("upgrade");
+        names_others |= names_another_present_header(headers, token);
+    }
     let upgrade = if upgrade_requested {
         headers.get(header::UPGRADE).and_then(websocket_only)
     } else {
         None
     };
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    if names_others {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|token| names_another_present_header(headers, token))
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     upgrade
+}
+
+/// Which of [`HOP_BY_HOP`] `headers` holds, as a bit per index: one pass over the names, comparisons only.
+fn fixed_present(headers: &HeaderMap) -> u8 {
+    headers.keys().fold(0, |present, name| {
+        match HOP_BY_HOP.iter().position(|hop| hop == name) {
+            Some(i) => present | 1 << i,
+            None => present,
+        }
+    })
+}
+
+/// The comma-separated tokens of every `Connection` value, trimmed.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// Whether a `Connection` token names a header of `headers` outside the fixed list (never `Host`). The
+/// lookup by `&str` is case-insensitive and allocates nothing; a token that is no header name finds none.
+fn names_another_present_header(headers: &HeaderMap, token: &str) -> bool {
+    !token.eq_ignore_ascii_case(header::HOST.as_str())
+        && !HOP_BY_HOP
+            .iter()
+            .any(|hop| token.eq_ignore_ascii_case(hop.as_str()))
+        && headers.contains_key(token)
 }
 
 /// The `Upgrade` value to forward: the value itself when it is `websocket`, `websocket` when the list
@@ -137,5 +172,33 @@ mod tests {
         assert_eq!(strip(&mut h), None);
         let left: Vec<_> = h.keys().map(http::HeaderName::as_str).collect();
         assert_eq!(left, vec!["host"]);
+    }
+
+    #[test]
+    fn every_connection_line_counts_and_names_match_in_any_case() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close"),
+            ("connection", " X-Secret ,, not a name, keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("close", "a header that happens to be named close"),
+            ("x-kept", "2"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        assert_eq!(strip(&mut h), None);
+        let left: Vec<_> = h.keys().map(http::HeaderName::as_str).collect();
+        assert_eq!(left, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn connection_close_alone_removes_only_connection() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        assert_eq!(strip(&mut h), None);
+        let left: Vec<_> = h.keys().map(http::HeaderName::as_str).collect();
+        assert_eq!(left, vec!["x-kept"]);
     }
 }
