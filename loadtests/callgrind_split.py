@@ -13,7 +13,10 @@ import re
 import sys
 
 # Crates that only wrap generic code of other crates: their frames are charged to the type's crate.
-GENERIC = {"core", "alloc", "std", "T", "F", "S", "B", "I", "&", "&mut", "futures_util", "futures_core"}
+GENERIC = {"core", "alloc", "std", "T", "F", "S", "B", "I", "&", "&mut", "futures_util", "futures_core", "str", "bool"}
+GENERIC |= {f"{sign}{bits}" for sign in "ui" for bits in ("8", "16", "32", "64", "128", "size")}
+# ring's C and assembly functions (no Rust path in their names).
+RING_C = ("ring_core_", "fe_", "ge_", "x25519_", "table_select", "sc_")
 
 
 def crate_of(function: str) -> str:
@@ -77,6 +80,8 @@ def group(costs: dict[tuple[str, str], int]) -> dict[str, int]:
         base = os.path.basename(obj)
         if "libc.so" in base and "mem" in fn:
             label = "libc: memcpy/memmove/memset"
+        elif fn.startswith(RING_C):
+            label = "ring (C and assembly)"
         elif fn.startswith(("mi_", "_mi_")):
             label = "mimalloc"
         elif ".so" in base:
