@@ -7,9 +7,6 @@
 # The proxy runs on CPU 0 (ARGS are passed to it, e.g. ARGS="--threads 1"), the upstream
 # (examples/fixed_upstream.rs, UPSTREAM_BIN) and oha on CPU 1, on loopback ports 2929x.
 set -u
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dualstack-ingress/target}"
-export PATH="$HOME/.cargo/bin:$PATH"
-UPSTREAM_BIN="${UPSTREAM_BIN:-$CARGO_TARGET_DIR/release/examples/fixed_upstream}"
 ROUNDS=$1; SECS=$2; A=$3; B=$4; shift 4; EXTRA=("$@")
 W=$(mktemp -d)
 # shellcheck source=loadtests/bench_setup.sh

@@ -1,5 +1,11 @@
-# Sourced by profile.sh, instructions.sh and ab.sh: the scratch directory and the one-route proxy
-# configuration they share.
+# Sourced by profile.sh, instructions.sh and ab.sh: the builds they measure, the scratch directory and the
+# one-route proxy configuration they share.
+
+# The release builds in CARGO_TARGET_DIR (the same as .ci/run and run.sh), each overridable.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dualstack-ingress/target}"
+export PATH="$HOME/.cargo/bin:$PATH"
+UPSTREAM_BIN="${UPSTREAM_BIN:-$CARGO_TARGET_DIR/release/examples/fixed_upstream}"
+MINIMAL_BIN="${MINIMAL_BIN:-$CARGO_TARGET_DIR/release/examples/minimal_proxy}"
 
 # A scratch directory in WORK, removed at exit together with the processes whose pids are added to `pids`.
 bench_workdir() { # NAME

@@ -23,15 +23,11 @@
 # the K largest (loadtests/callgrind_split.py). Needs valgrind, oha and openssl (and nginx or haproxy when named).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dualstack-ingress/target}"
-export PATH="$HOME/.cargo/bin:$PATH"
-N="${N:-2000}"
-MODE="${MODE:-keepalive}"
-UPSTREAM_BIN="${UPSTREAM_BIN:-$CARGO_TARGET_DIR/release/examples/fixed_upstream}"
-MINIMAL_BIN="${MINIMAL_BIN:-$CARGO_TARGET_DIR/release/examples/minimal_proxy}"
-[ $# -gt 0 ] || set -- "$CARGO_TARGET_DIR/release/dualstack-ingress"
 # shellcheck source=loadtests/bench_setup.sh
 . "$HERE/bench_setup.sh"
+N="${N:-2000}"
+MODE="${MODE:-keepalive}"
+[ $# -gt 0 ] || set -- "$CARGO_TARGET_DIR/release/dualstack-ingress"
 # shellcheck source=loadtests/proxy_configs.sh
 . "$HERE/proxy_configs.sh"
 bench_workdir instructions

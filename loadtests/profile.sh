@@ -8,14 +8,11 @@
 # (examples/fixed_upstream.rs) and `oha -c 64` on CPU 1, all on loopback ports 2909x. Needs perf and oha.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dualstack-ingress/target}"
-export PATH="$HOME/.cargo/bin:$PATH"
-BIN="${BIN:-$CARGO_TARGET_DIR/release/dualstack-ingress}"
-UPSTREAM_BIN="${UPSTREAM_BIN:-$CARGO_TARGET_DIR/release/examples/fixed_upstream}"
 SECONDS_RUN="${1:-6}"
 TOP="${TOP:-25}"
 # shellcheck source=loadtests/bench_setup.sh
 . "$HERE/bench_setup.sh"
+BIN="${BIN:-$CARGO_TARGET_DIR/release/dualstack-ingress}"
 bench_workdir profile
 bench_config "$WORK/proxy.yaml" '"127.0.0.1:29090", "[::1]:29090"' '"127.0.0.1:29091", "[::1]:29091"'
 taskset -c 1 "$UPSTREAM_BIN" 127.0.0.1:29091 "[::1]:29091" > "$WORK/upstream.log" 2>&1 &
