@@ -109,10 +109,23 @@ pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
 mod tests {
     use super::*;
 
+    /// A header map of `pairs`, in order, repeated names appended.
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for &(k, v) in pairs {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    /// The names left in `h`, in order.
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        h.keys().map(HeaderName::as_str).collect()
+    }
+
     #[test]
     fn removes_fixed_and_connection_named_headers() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
+        let mut h = headers(&[
             ("connection", "keep-alive, x-secret"),
             ("keep-alive", "timeout=5"),
             ("proxy-connection", "keep-alive"),
@@ -122,23 +135,18 @@ mod tests {
             ("upgrade", "websocket"),
             ("x-secret", "1"),
             ("x-kept", "2"),
-        ] {
-            h.append(k, HeaderValue::from_static(v));
-        }
+        ]);
         assert_eq!(
             strip(&mut h),
             None,
             "no upgrade without Connection: upgrade"
         );
-        let left: Vec<_> = h.keys().map(http::HeaderName::as_str).collect();
-        assert_eq!(left, vec!["x-kept"]);
+        assert_eq!(names(&h), vec!["x-kept"]);
     }
 
     #[test]
     fn reports_requested_upgrade() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("Upgrade"));
-        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        let mut h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert_eq!(strip(&mut h), Some(HeaderValue::from_static("websocket")));
         assert!(h.is_empty());
     }
@@ -151,9 +159,7 @@ mod tests {
             ("TLS/1.0", None),
             ("h2c, websocket", Some("websocket")),
         ] {
-            let mut h = HeaderMap::new();
-            h.insert("connection", HeaderValue::from_static("upgrade"));
-            h.insert("upgrade", HeaderValue::from_static(value));
+            let mut h = headers(&[("connection", "upgrade"), ("upgrade", value)]);
             assert_eq!(
                 strip(&mut h),
                 want.map(HeaderValue::from_static),
@@ -165,40 +171,33 @@ mod tests {
 
     #[test]
     fn host_is_never_hop_by_hop() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("Host, x-drop"));
-        h.insert("host", HeaderValue::from_static("app.test"));
-        h.insert("x-drop", HeaderValue::from_static("1"));
+        let mut h = headers(&[
+            ("connection", "Host, x-drop"),
+            ("host", "app.test"),
+            ("x-drop", "1"),
+        ]);
         assert_eq!(strip(&mut h), None);
-        let left: Vec<_> = h.keys().map(http::HeaderName::as_str).collect();
-        assert_eq!(left, vec!["host"]);
+        assert_eq!(names(&h), vec!["host"]);
     }
 
     #[test]
     fn every_connection_line_counts_and_names_match_in_any_case() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
+        let mut h = headers(&[
             ("connection", "close"),
             ("connection", " X-Secret ,, not a name, keep-alive"),
             ("keep-alive", "timeout=5"),
             ("x-secret", "1"),
             ("close", "a header that happens to be named close"),
             ("x-kept", "2"),
-        ] {
-            h.append(k, HeaderValue::from_static(v));
-        }
+        ]);
         assert_eq!(strip(&mut h), None);
-        let left: Vec<_> = h.keys().map(http::HeaderName::as_str).collect();
-        assert_eq!(left, vec!["x-kept"]);
+        assert_eq!(names(&h), vec!["x-kept"]);
     }
 
     #[test]
     fn connection_close_alone_removes_only_connection() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("close"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
+        let mut h = headers(&[("connection", "close"), ("x-kept", "1")]);
         assert_eq!(strip(&mut h), None);
-        let left: Vec<_> = h.keys().map(http::HeaderName::as_str).collect();
-        assert_eq!(left, vec!["x-kept"]);
+        assert_eq!(names(&h), vec!["x-kept"]);
     }
 }
